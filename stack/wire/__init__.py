@@ -1,0 +1,2 @@
+"""Packet formats and the Internet checksum, defined once (DESIGN.md), with checked
+parsing and emitting."""

@@ -1,0 +1,1 @@
+"""What the virtio driver and device share because the specification defines it."""
