@@ -1,0 +1,1 @@
+"""The harness: event loop, topologies, scenarios, bug catalogue, CLI and pytest plugin."""
