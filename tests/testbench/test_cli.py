@@ -1,0 +1,71 @@
+"""The ``vnetbench`` command: demo output, JSON, exit codes, errors in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbench.cli import EXIT_ERROR, EXIT_OK, main
+
+
+def test_demo_json_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--json", "--frames", "40", "--seed", "3"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["mismatches"] == 0
+    assert report["frames_per_direction"] == 40
+    assert report["streams"]["a_to_b"]["exact"] == 40
+    assert report["streams"]["b_to_a"]["exact"] == 40
+    for name in ("a", "b"):
+        host = report["hosts"][name]
+        assert "VERSION_1" in host["negotiated"]
+        assert host["device"]["tx_frames"] == 40
+        assert host["device"]["rx_frames"] == 40
+        assert host["violations"] == []
+
+
+def test_demo_text_report(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--frames", "10"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "host a  mac 52:54:00:00:00:01" in out
+    assert "negotiated: " in out
+    assert out.rstrip().endswith("mismatches: 0")
+
+
+def test_too_little_guest_memory_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--memory", "64K"]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vnetbench demo: error: ")
+    assert "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--frames", "0"], "must be positive"), (["--memory", "8X"], "not a positive size")],
+)
+def test_bad_arguments_exit_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["demo", *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_console_script_is_installed() -> None:
+    exe = shutil.which("vnetbench", path=str(Path(sys.executable).parent)) or shutil.which(
+        "vnetbench"
+    )
+    assert exe is not None, "the vnetbench console script is not installed"
+    proc = subprocess.run(
+        [exe, "demo", "--json", "--frames", "5"],
+        capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["mismatches"] == 0
