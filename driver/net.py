@@ -22,6 +22,7 @@ from driver.counters import DriverCounters
 from driver.transport import MmioDriverTransport
 from driver.virtqueue import DriverQueue
 from stack.device import DeviceCapabilities, RxFrame, TxMeta
+from stack.wire.ethernet import HEADER_LEN, VLAN_TAG_LEN
 from virtio import spec
 from virtio.constants import (
     MAX_QUEUE_SIZE,
@@ -44,9 +45,7 @@ RX_QUEUE = 0
 TX_QUEUE = 1
 """receiveq1 and transmitq1 (§5.1.2 Virtqueues)."""
 
-ETH_HEADER = 14
-VLAN_TAG = 4
-LINK_OVERHEAD = ETH_HEADER + VLAN_TAG
+LINK_OVERHEAD = HEADER_LEN + VLAN_TAG_LEN
 """"Low level ethernet header length" beside the MTU (§5.1.4.2): header plus one tag."""
 DEFAULT_MTU = 1500
 MIN_MTU = 68

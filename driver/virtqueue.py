@@ -28,8 +28,8 @@ from virtio.layouts import (
     SplitRingGeometry,
 )
 from virtio.memory import Allocator, GuestMemory
+from virtio.ring import U16_MASK, vring_need_event
 
-U16_MASK = 0xFFFF
 MAX_DESC_LEN = 0xFFFF_FFFF
 """``virtq_desc.len`` is a le32 (§2.7.5)."""
 MAX_ADDR = (1 << 64) - 1
@@ -38,13 +38,6 @@ MAX_ADDR = (1 << 64) - 1
 # Offsets inside the rings (§2.7.6, §2.7.8): both start with ``le16 flags; le16 idx``.
 RING_FLAGS = 0
 RING_IDX = 2
-
-
-def vring_need_event(event_idx: int, new_idx: int, old_idx: int) -> bool:
-    """Whether moving a ring index from ``old_idx`` to ``new_idx`` crosses ``event_idx``
-    (§2.7.7 / §2.7.10, the ``vring_need_event`` helper of virtio_ring.h): true when
-    ``event_idx`` is in ``[old_idx, new_idx)`` modulo 2^16."""
-    return ((new_idx - event_idx - 1) & U16_MASK) < ((new_idx - old_idx) & U16_MASK)
 
 
 @dataclass(slots=True)

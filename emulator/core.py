@@ -42,6 +42,9 @@ _ORDER: tuple[tuple[Status, Status | None, str, spec.Section], ...] = (
 )
 """Each initialization bit, the bit that must be set before it (§3.1.1), and the rule."""
 
+_DRIVER_OK = int(Status.DRIVER_OK)
+_LIVE_MASK = int(Status.DRIVER_OK | Status.DEVICE_NEEDS_RESET | Status.FAILED)
+
 
 class DeviceFunction(Protocol):
     """What a device type provides to the core."""
@@ -149,8 +152,7 @@ class DeviceCore:
     @property
     def live(self) -> bool:
         """DRIVER_OK set, and neither DEVICE_NEEDS_RESET nor FAILED."""
-        return (self.status & (Status.DRIVER_OK | Status.DEVICE_NEEDS_RESET | Status.FAILED)
-                == Status.DRIVER_OK)
+        return self.status & _LIVE_MASK == _DRIVER_OK
 
     # queues
     def has_queue(self, index: int) -> bool:

@@ -28,8 +28,8 @@ from virtio.layouts import (
     SplitRingGeometry,
 )
 from virtio.memory import GuestMemory
+from virtio.ring import U16_MASK, vring_need_event
 
-U16_MASK = 0xFFFF
 CHAIN_LIMIT = 1 << 32
 """A chain's total length must stay below 2^32 bytes (§2.7.5.1); the used ring's le32
 ``len`` cannot describe more, so a chain of exactly 2^32 bytes is refused too."""
@@ -55,12 +55,6 @@ class ChainError(RingError):
         super().__init__(message, rule=rule, section=section)
         self.queue = queue
         self.descriptor = descriptor
-
-
-def vring_need_event(event: int, new: int, old: int) -> bool:
-    """Whether moving an index from ``old`` to ``new`` crossed ``event`` (§2.7.7, Linux
-    ``vring_need_event``): ``(u16)(new - event - 1) < (u16)(new - old)``."""
-    return ((new - event - 1) & U16_MASK) < ((new - old) & U16_MASK)
 
 
 @dataclass

@@ -59,6 +59,7 @@ class GuestMemory:
                 raise ValueError(f"regions {a} and {b} overlap")
         self.regions: tuple[MemoryRegion, ...] = tuple(ordered)
         self._starts = [r.guest_addr for r in ordered]
+        self._last = ordered[0]  # most accesses hit the region of the previous one
         self.allocator = allocator
 
     @classmethod
@@ -77,11 +78,17 @@ class GuestMemory:
 
     # lookup
     def _region(self, addr: int) -> MemoryRegion | None:
+        r = self._last
+        if r.guest_addr <= addr < r.end:
+            return r
         i = bisect.bisect_right(self._starts, addr) - 1
         if i < 0:
             return None
         r = self.regions[i]
-        return r if addr < r.end else None
+        if addr < r.end:
+            self._last = r
+            return r
+        return None
 
     def contains(self, addr: int, length: int) -> bool:
         """Whether ``[addr, addr + length)`` is backed (contiguously, across regions)."""

@@ -6,12 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from driver.virtqueue import DriverQueue, vring_need_event
+from driver.virtqueue import DriverQueue
 from virtio import spec
 from virtio.constants import AvailFlag, DescFlag, UsedFlag
 from virtio.errors import UsedRingError
 from virtio.layouts import DESC, SplitRingGeometry
 from virtio.memory import GuestMemory
+from virtio.ring import vring_need_event
 
 try:  # tests/ as a package (rootdir on sys.path) or tests/driver on sys.path
     from tests.driver.fake_device import FakeRing

@@ -8,12 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.virtqueue import Chain, ChainError, DeviceQueue, vring_need_event
+from emulator.virtqueue import Chain, ChainError, DeviceQueue
 from virtio import spec
 from virtio.constants import AvailFlag, UsedFlag
 from virtio.errors import RingError
 from virtio.layouts import DESC, USED_ELEM
 from virtio.memory import GuestMemory
+from virtio.ring import vring_need_event
 
 try:  # tests/ as a package (rootdir on sys.path) or tests/emulator on sys.path
     from tests.emulator.ring_writer import INDIRECT, NEXT, WRITE, MockSplitQueue
