@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,7 @@ from driver.net import (
     VirtioNetDriver,
 )
 from stack.device import RxFrame, TxMeta
+from tests.driver.fake_device import FakeDevice, FakeRing, net_config
 from virtio import spec
 from virtio.constants import (
     DescFlag,
@@ -30,11 +32,6 @@ from virtio.layouts import DESC
 from virtio.memory import GuestMemory
 from virtio.net_hdr import NetHdr
 
-try:  # tests/ as a package (rootdir on sys.path) or tests/driver on sys.path
-    from tests.driver.fake_device import FakeDevice, FakeRing, net_config
-except ModuleNotFoundError:
-    from fake_device import FakeDevice, FakeRing, net_config  # type: ignore[no-redef]
-
 F = FeatureBit
 USED = InterruptStatus.USED_BUFFER
 CONFIG = InterruptStatus.CONFIG_CHANGE
@@ -44,7 +41,7 @@ FRAME = bytes.fromhex("ffffffffffff525400123456" "0806") + bytes(range(46))
 
 def make(
     offered: FeatureSet = DEFAULT_WANTED, config: DriverConfig | None = None, *,
-    probe: bool = True, **kw: int,
+    probe: bool = True, **kw: Any,
 ) -> tuple[FakeDevice, VirtioNetDriver, GuestMemory]:
     mem = GuestMemory.anonymous(4 << 20)
     dev = FakeDevice(mem, offered, **kw)
@@ -147,7 +144,7 @@ def test_device_without_version_1_is_refused() -> None:
     [({"magic": 0}, "mmio-bad-magic"), ({"version": 1}, "mmio-bad-version"),
      ({"device_id": 2}, "mmio-wrong-device-id"), ({"device_id": 0}, "mmio-no-device")],
 )
-def test_bad_identity_aborts_probe_without_writes(kw: dict[str, int], rule: str) -> None:
+def test_bad_identity_aborts_probe_without_writes(kw: dict[str, Any], rule: str) -> None:
     dev, drv, _ = make(probe=False, **kw)
     with pytest.raises(DeviceConfigError) as info:
         drv.probe()

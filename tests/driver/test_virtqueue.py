@@ -7,17 +7,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driver.virtqueue import DriverQueue
+from tests.driver.fake_device import FakeRing
 from virtio import spec
 from virtio.constants import AvailFlag, DescFlag, UsedFlag
 from virtio.errors import UsedRingError
 from virtio.layouts import DESC, SplitRingGeometry
 from virtio.memory import GuestMemory
 from virtio.ring import vring_need_event
-
-try:  # tests/ as a package (rootdir on sys.path) or tests/driver on sys.path
-    from tests.driver.fake_device import FakeRing
-except ModuleNotFoundError:
-    from fake_device import FakeRing  # type: ignore[no-redef]
 
 BUF = 0x8_0000  # buffers the tests pretend to own, far above the allocator's first blocks
 

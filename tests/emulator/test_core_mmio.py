@@ -12,6 +12,7 @@ from emulator.core import DeviceCore, QueueConfig
 from emulator.mmio import MmioTransport
 from emulator.monitor import Monitor
 from emulator.net.device import IMPLEMENTED, NetDevice, NetDeviceConfig
+from tests.emulator.ring_writer import MockSplitQueue, bring_up, setup_queue
 from virtio import spec
 from virtio.constants import (
     MMIO_MAGIC,
@@ -24,11 +25,6 @@ from virtio.errors import DeviceProtocolError, GuestMemoryError, RingError
 from virtio.features import FeatureSet, Violation
 from virtio.layouts import NET_CONFIG
 from virtio.memory import GuestMemory
-
-try:  # tests/ as a package (rootdir on sys.path) or tests/emulator on sys.path
-    from tests.emulator.ring_writer import MockSplitQueue, bring_up, setup_queue
-except ModuleNotFoundError:
-    from ring_writer import MockSplitQueue, bring_up, setup_queue  # type: ignore[no-redef]
 
 F = FeatureBit
 R = MmioReg

@@ -15,6 +15,7 @@ from emulator.monitor import Monitor
 from emulator.net.counters import NetCounters
 from emulator.net.device import IMPLEMENTED, NetDevice, NetDeviceConfig
 from emulator.virtqueue import DeviceQueue
+from tests.emulator.ring_writer import MockSplitQueue, bring_up
 from virtio import spec
 from virtio.constants import (
     AvailFlag,
@@ -30,11 +31,6 @@ from virtio.features import FeatureSet
 from virtio.layouts import DESC
 from virtio.memory import GuestMemory
 from virtio.net_hdr import NetHdr
-
-try:  # tests/ as a package (rootdir on sys.path) or tests/emulator on sys.path
-    from tests.emulator.ring_writer import MockSplitQueue, bring_up
-except ModuleNotFoundError:
-    from ring_writer import MockSplitQueue, bring_up  # type: ignore[no-redef]
 
 F = FeatureBit
 R = MmioReg

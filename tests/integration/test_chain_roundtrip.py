@@ -5,11 +5,11 @@ the split ring."""
 
 from __future__ import annotations
 
-from driver.virtqueue import DriverQueue
-from emulator.virtqueue import DeviceQueue
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from driver.virtqueue import DriverQueue
+from emulator.virtqueue import DeviceQueue
 from virtio.memory import GuestMemory
 
 ChainSpec = tuple[list[int], list[int], bool]  # readable lengths, writable lengths, indirect

@@ -166,7 +166,7 @@ def test_indices_wrap_past_65535() -> None:
     [("loss", "lost"), ("duplicate", "duplicated"), ("corrupt", "corrupted"), ("reorder", "reordered")],
 )
 def test_wire_faults_are_accounted_frame_by_frame(fault: str, counter: str) -> None:
-    pair = pair_with(faults=FaultConfig(**{fault: 0.1}), seed=11)
+    pair = pair_with(faults=FaultConfig(**{fault: 0.1}), seed=11)  # type: ignore[arg-type]
     ab, ba = run_streams(pair, 400)
     for check, port in ((ab, pair.wire.a), (ba, pair.wire.b)):
         injected = getattr(port.counters, counter)

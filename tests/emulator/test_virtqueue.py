@@ -9,17 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator.virtqueue import Chain, ChainError, DeviceQueue
+from tests.emulator.ring_writer import INDIRECT, NEXT, WRITE, MockSplitQueue
 from virtio import spec
 from virtio.constants import AvailFlag, UsedFlag
 from virtio.errors import RingError
 from virtio.layouts import DESC, USED_ELEM
 from virtio.memory import GuestMemory
 from virtio.ring import vring_need_event
-
-try:  # tests/ as a package (rootdir on sys.path) or tests/emulator on sys.path
-    from tests.emulator.ring_writer import INDIRECT, NEXT, WRITE, MockSplitQueue
-except ModuleNotFoundError:
-    from ring_writer import INDIRECT, NEXT, WRITE, MockSplitQueue  # type: ignore[no-redef]
 
 MEM_SIZE = 1 << 20
 OUTSIDE = MEM_SIZE + 0x1000  # an address no region backs
