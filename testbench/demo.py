@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from driver.net import DriverConfig
-
 from testbench.host import MIB, Host, HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
 from testbench.traffic import Checker, Sender, Stream, frame_sizes

@@ -14,13 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from driver.net import DriverConfig, VirtioNetDriver
+from emulator.backends.base import Backend
+from emulator.backends.wire import FaultConfig, Wire
 from emulator.core import DeviceCore
 from emulator.mmio import MmioTransport
 from emulator.monitor import Monitor
 from emulator.net.device import NetDevice, NetDeviceConfig
-
-from emulator.backends.base import Backend
-from emulator.backends.wire import FaultConfig, Wire
 from stack.device import RxFrame
 from testbench.loop import EventLoop
 from virtio.memory import GuestMemory
