@@ -1,0 +1,56 @@
+"""Interop tests run against the real Linux kernel: they need root, /dev/net/tun and
+network namespaces, and skip with the reason :func:`testbench.netns.tap_available`
+gives otherwise. Every test here is marked ``interop`` (``pytest -m "not interop"``
+leaves them out) and sends traffic only inside namespaces it creates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from emulator.backends.tap import TapDevice
+from testbench.netns import Netns, tap_available, unique_name
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.parent.name == "interop":
+            item.add_marker(pytest.mark.interop)
+
+
+@pytest.fixture
+def needs_tap() -> None:
+    """Skip the test, with the reason, unless taps and namespaces work here."""
+    reason = tap_available()
+    if reason is not None:
+        pytest.skip(f"interop: {reason}")
+
+
+@dataclass
+class TapPair:
+    """Two taps (vnet header 12, no offloads) bridged by br0 in a fresh namespace."""
+
+    netns: Netns
+    one: TapDevice
+    two: TapDevice
+
+
+@pytest.fixture
+def tap_pair(needs_tap: None) -> Iterator[TapPair]:
+    with Netns("vnb-pair-") as ns:
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+        with TapDevice(unique_name("vpa"), vnet_hdr_size=12) as one, \
+                TapDevice(unique_name("vpb"), vnet_hdr_size=12) as two:
+            ns.ip("link", "add", "br0", "type", "bridge", "stp_state", "0", "forward_delay", "0",
+                  "mcast_snooping", "0")
+            for tap in (one, two):
+                ns.move_link(tap.name)
+                ns.ip("link", "set", "dev", tap.name, "master", "br0")
+            for name in ("br0", one.name, two.name):
+                ns.ip("link", "set", "dev", name, "up")
+            one.drain()
+            two.drain()
+            yield TapPair(ns, one, two)
