@@ -40,6 +40,7 @@ from emulator.backends.pcap import (
     describe_net_hdr,
 )
 from emulator.backends.wire import Wire
+from tests.conftest import skip_unless
 from virtio.constants import GSO_ECN, GsoType, NetHdrFlag
 from virtio.net_hdr import NetHdr
 
@@ -438,8 +439,8 @@ def _sample_files(tmp_path: Path) -> tuple[Path, Path]:
     return ng, classic
 
 
-@pytest.mark.skipif(TSHARK is None, reason="tshark is not installed (apt-get install tshark)")
 def test_tshark_reads_our_files(tmp_path: Path) -> None:
+    skip_unless("tshark is not installed (apt-get install tshark)" if TSHARK is None else None)
     assert TSHARK is not None
     ng, classic = _sample_files(tmp_path)
     assert len(_run([TSHARK, "-r", str(ng)]).stdout.splitlines()) == 5
@@ -452,8 +453,8 @@ def test_tshark_reads_our_files(tmp_path: Path) -> None:
     assert [r[:2] for r in rows[2:]] == [["wire", ""]] * 3
 
 
-@pytest.mark.skipif(CAPINFOS is None, reason="capinfos is not installed (apt-get install tshark)")
 def test_capinfos_counts_our_packets(tmp_path: Path) -> None:
+    skip_unless("capinfos is not installed (apt-get install tshark)" if CAPINFOS is None else None)
     assert CAPINFOS is not None
     ng, classic = _sample_files(tmp_path)
     assert "Number of packets:   5" in _run([CAPINFOS, "-c", str(ng)]).stdout

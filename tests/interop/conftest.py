@@ -12,6 +12,7 @@ import pytest
 
 from emulator.backends.tap import TapDevice
 from testbench.netns import Netns, tap_available, unique_name
+from tests.conftest import skip_unless
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -24,8 +25,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def needs_tap() -> None:
     """Skip the test, with the reason, unless taps and namespaces work here."""
     reason = tap_available()
-    if reason is not None:
-        pytest.skip(f"interop: {reason}")
+    skip_unless(None if reason is None else f"interop: {reason}")
 
 
 @dataclass
