@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from testbench.demo import DemoOptions, format_report, run_demo
 from testbench.host import MIB
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--queue-size", type=_positive, default=256, help="virtqueue size the drivers ask for (256)"
     )
+    demo.add_argument(
+        "--pcap", type=Path, default=None, metavar="PATH",
+        help="write a pcapng of host A: frames its driver handed the device (virtio_net_hdr "
+        "in each packet's comment) and its side of the wire",
+    )
     return parser
 
 
@@ -74,9 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     seed=args.seed,
                     memory_size=args.memory,
                     queue_size=args.queue_size,
+                    pcap=args.pcap,
                 )
             )
-        except (VirtioError, ValueError) as exc:
+        except (VirtioError, ValueError, OSError) as exc:
             print(f"vnetbench demo: error: {exc}", file=sys.stderr)
             return EXIT_ERROR
         print(json.dumps(report, indent=2) if args.json else format_report(report))

@@ -3,11 +3,14 @@ of mixed sizes each way, every one checked byte for byte on arrival."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from driver.net import DriverConfig
+from emulator.backends.pcap import Capture
 from testbench.host import MIB, Host, HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
 from testbench.traffic import Checker, Sender, Stream, frame_sizes
@@ -20,6 +23,8 @@ class DemoOptions:
     memory_size: int = 8 * MIB
     queue_size: int = 256
     max_steps: int = 2_000_000
+    pcap: Path | None = None
+    """Write a pcapng of host A: what its driver handed the device, and its wire."""
 
 
 def _host_report(host: Host) -> dict[str, Any]:
@@ -45,14 +50,27 @@ def _host_report(host: Host) -> dict[str, Any]:
 
 def run_demo(options: DemoOptions = DemoOptions()) -> dict[str, Any]:
     """Run the scenario and return its report (what ``vnetbench demo --json`` prints)."""
-    started = time.perf_counter()
     loop = EventLoop()
+    with contextlib.ExitStack() as stack:
+        capture = None
+        if options.pcap is not None:
+            # virtual-time stamps, like the records of the driver's TX chains
+            capture = stack.enter_context(Capture(options.pcap, clock=loop.clock))
+        report = _run(options, loop, capture)
+        if capture is not None:
+            report["pcap"] = {"path": str(options.pcap), "packets": capture.packets}
+    return report
+
+
+def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict[str, Any]:
+    started = time.perf_counter()
     driver_cfg = DriverConfig(queue_size=options.queue_size)
     pair: Pair = make_pair(
         loop,
         a=HostConfig("a", bytes.fromhex("525400000001"), options.memory_size, driver=driver_cfg),
         b=HostConfig("b", bytes.fromhex("525400000002"), options.memory_size, driver=driver_cfg),
         seed=options.seed,
+        capture=capture,
     )
     a, b = pair.a, pair.b
     a_to_b = Stream(
@@ -112,5 +130,7 @@ def format_report(report: dict[str, Any]) -> str:
         f"virtual time {report['virtual_time_ns'] / 1e6:.3f} ms, {report['loop_steps']} loop "
         f"steps, wall {report['wall_time_s']:.2f} s"
     )
+    if "pcap" in report:
+        lines.append(f"capture: {report['pcap']['packets']} packets in {report['pcap']['path']}")
     lines.append(f"mismatches: {report['mismatches']}")
     return "\n".join(lines)

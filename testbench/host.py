@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from driver.net import DriverConfig, VirtioNetDriver
 from emulator.backends.base import Backend
+from emulator.backends.pcap import Capture
 from emulator.backends.wire import FaultConfig, Wire
 from emulator.core import DeviceCore
 from emulator.mmio import MmioTransport
@@ -56,6 +57,13 @@ class Host:
     def attach(self, backend: Backend) -> None:
         self.device.attach(backend)
 
+    def capture_into(self, capture: Capture, wire_port: Backend) -> None:
+        """Record what the driver hands the device (each TX chain's frame with its
+        virtio_net_hdr as a comment) and what this host's port puts on and takes off the
+        wire, into one pcapng file."""
+        self.device.tx_tap = lambda hdr, frame: capture.record_tx_chain(hdr, frame, self.loop.now)
+        self.attach(capture.wire_backend(wire_port))
+
     def start(self) -> None:
         """Probe the device: reset, negotiate, set up queues, DRIVER_OK."""
         self.driver.probe()
@@ -93,8 +101,10 @@ def make_pair(
     rate_bps: int = 10_000_000_000,
     latency_ns: int = 1_000,
     start: bool = True,
+    capture: Capture | None = None,
 ) -> Pair:
-    """Host A ↔ wire ↔ host B, both probed (unless ``start`` is False)."""
+    """Host A ↔ wire ↔ host B, both probed (unless ``start`` is False). With
+    ``capture``, host A's side is recorded (see :meth:`Host.capture_into`)."""
     loop = loop or EventLoop()
     a_cfg = a or HostConfig("a", bytes.fromhex("525400000001"))
     b_cfg = b or HostConfig("b", bytes.fromhex("525400000002"))
@@ -104,7 +114,10 @@ def make_pair(
     )
     loop.add_source(wire)
     host_a, host_b = Host(loop, a_cfg), Host(loop, b_cfg)
-    host_a.attach(wire.a)
+    if capture is not None:
+        host_a.capture_into(capture, wire.a)
+    else:
+        host_a.attach(wire.a)
     host_b.attach(wire.b)
     if start:
         host_a.start()

@@ -10,6 +10,7 @@ counted as drops; ring rules it breaks put the device in DEVICE_NEEDS_RESET.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from emulator.backends.base import Backend
@@ -114,6 +115,9 @@ class NetDevice:
         self.num_queues: int = 2
         self.queue_size_max: int = self.config.queue_size_max
         self.link_up = self.config.link_up
+        self.tx_tap: Callable[[NetHdr, bytes], None] | None = None
+        """Called with each TX chain's header and frame as the driver handed them over,
+        before validation or offloads (a capture of what the driver sent)."""
         self._rx_kick_wanted = False
 
     # DeviceFunction
@@ -257,7 +261,11 @@ class NetDevice:
                           f"TX chain holds {total} readable bytes, less than the "
                           f"{hsize}-byte virtio_net_hdr", spec.NET_TX_DRIVER)
             return
-        hdr = NetHdr.parse(chain.read(memory, 0, hsize), hsize)
+        data = chain.read(memory)
+        hdr = NetHdr.parse(data, hsize)
+        frame = data[hsize:]
+        if self.tx_tap is not None:
+            self.tx_tap(hdr, frame)
         if hdr.gso_type != GsoType.NONE:
             needed = GSO_FEATURE.get(hdr.gso_kind)
             if needed is None or needed not in negotiated or (
@@ -290,8 +298,7 @@ class NetDevice:
         if frame_len < HEADER_LEN:
             counters.drop("tx-runt")
             return
-        head = chain.read(memory, hsize, HEADER_LEN + VLAN_TAG_LEN)
-        limit, by_mtu = self._max_frame(head)
+        limit, by_mtu = self._max_frame(frame)
         if frame_len > limit:
             if by_mtu:
                 self._tx_drop("tx-exceeds-mtu", chain,
@@ -306,7 +313,6 @@ class NetDevice:
         if self.backend is None:
             counters.drop("tx-no-backend")
             return
-        frame = chain.read(memory, hsize)
         self.backend.send(frame)
         counters.tx_frames += 1
         counters.tx_bytes += frame_len

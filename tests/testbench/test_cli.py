@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from testbench.cli import EXIT_ERROR, EXIT_OK, main
+from tests.conftest import skip_unless
 
 
 def test_demo_json_report(capsys: pytest.CaptureFixture[str]) -> None:
@@ -69,3 +70,23 @@ def test_console_script_is_installed() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["mismatches"] == 0
+
+
+def test_demo_writes_a_capture_tshark_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pcap = tmp_path / "demo.pcapng"
+    assert main(["demo", "--json", "--frames", "30", "--pcap", str(pcap)]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    # host A: 30 TX chains from its driver, 30 frames onto the wire, 30 off it
+    assert report["pcap"] == {"path": str(pcap), "packets": 90}
+    tshark = shutil.which("tshark")
+    skip_unless("tshark is not installed (apt-get install tshark)" if tshark is None else None)
+    assert tshark is not None
+    proc = subprocess.run(
+        [tshark, "-r", str(pcap), "-T", "fields", "-e", "frame.interface_name"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0
+    warnings = [ln for ln in proc.stderr.splitlines() if not ln.startswith("Running as user")]
+    assert warnings == []
+    names = proc.stdout.split()
+    assert (names.count("driver→device"), names.count("wire")) == (30, 60)
