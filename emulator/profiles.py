@@ -1,0 +1,271 @@
+"""Device profiles: how a device treats the virtio_net_hdr a driver sends with a packet.
+
+The spec (§5.1.6.2) says what a driver must put in the header, and leaves undefined most
+of what a device does with a header that breaks those rules or does not match its
+packet. Real devices differ there. A :class:`Profile` names, for each rule of
+``emulator.offload.rules`` (a stable rule name), the :class:`Action` a device takes, and
+picks whose segmentation and checksum arithmetic to reproduce (:class:`Engine`,
+:class:`SeedPolicy`, ``big_packets``):
+
+``strict``
+    The spec. Breaking a MUST (gso without NEEDS_CSUM, gso_size 0, a checksum field
+    outside the packet, a seed that is no pseudo-header sum...) refuses the packet;
+    anything the spec leaves undefined (IPv4 options under TSO, a gso_type that does not
+    match the packet, a length field that disagrees with the frame...) is dropped and
+    recorded. Segments follow the RFCs: FIN/PSH on the last, CWR on the first, IPv4 ID
+    +1, pseudo headers recomputed per segment.
+``linux``
+    What the Linux 6.18 tap path does with a frame written to a tap device with
+    IFF_VNET_HDR, bridged to a tap without offloads: ``tun_get_user`` →
+    ``tun_vnet_hdr_get`` → ``virtio_net_hdr_to_skb`` (REJECT: the write fails with
+    EINVAL) → bridge → ``validate_xmit_skb`` → ``skb_gso_segment`` (DROP: the skb is
+    freed, nothing comes out) or ``skb_checksum_help``; FIX is what the kernel silently
+    rewrites. The segments are the bytes the kernel emits, including its quirks (a
+    length-0 pseudo-header seed yields wrong checksums; UFO clears DF).
+``qemu``
+    QEMU's software offload, ``hw/net/net_tx_pkt.c`` as used when the peer backend
+    takes no vnet header: seeds ignored and pseudo headers recomputed, FIN and PSH
+    cleared on every segment, UFO fragments aligned to 8 bytes, no USO, nothing above
+    64 KiB.
+
+Feature-level checks (a gso_type whose HOST_ feature was not negotiated, ECN without
+HOST_ECN, NEEDS_CSUM without CSUM) belong to the device, not to the profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+
+class Action(Enum):
+    """What a device does when a rule is broken."""
+
+    REJECT = "reject"
+    """Refused outright: on Linux the write() to the tap fails with EINVAL."""
+    DROP = "drop"
+    """Accepted, then dropped later: on Linux the skb is freed during segmentation."""
+    FIX = "fix"
+    """Accepted and silently repaired; the repair is recorded as a note."""
+    ALLOW = "allow"
+    """Accepted as is (the engine's natural behaviour); recorded only when the driver
+    broke a spec rule."""
+
+
+class SeedPolicy(Enum):
+    """How segmentation derives each segment's pseudo-header sum."""
+
+    ADJUST = "adjust"
+    """Linux: trust the driver's seed and adjust it by each segment's length change
+    (``tcp_gso_segment``, ``__udp_gso_segment``); a length-0 seed then yields wrong
+    checksums on the wire — the symptom users reproduce."""
+    RECOMPUTE = "recompute"
+    """QEMU ``net_tx_pkt_do_sw_csum`` (and the strict device): recompute each segment's
+    pseudo header from the IP header, ignoring the seed."""
+
+
+class Engine(Enum):
+    """Whose segmentation arithmetic to reproduce where implementations legitimately
+    differ (flag handling, UFO fragment geometry, zero checksums, packets that fit in one
+    segment)."""
+
+    SPEC = "spec"
+    LINUX = "linux"
+    QEMU = "qemu"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    sources: tuple[str, ...]
+    """Where each behaviour comes from (file and function of Linux/QEMU, spec section)."""
+    actions: Mapping[str, Action] = field(hash=False)
+    """Rule name -> action; :meth:`action` returns REJECT for a rule not listed."""
+    seed: SeedPolicy
+    big_packets: bool
+    """IP packets over 65535 bytes (IPv4 total length 0, IPv6 payload length 0) accepted."""
+    engine: Engine = Engine.SPEC
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.actions, MappingProxyType):
+            object.__setattr__(self, "actions", MappingProxyType(dict(self.actions)))
+
+    def action(self, rule: str) -> Action:
+        return self.actions.get(rule, Action.REJECT)
+
+    def derive(self, name: str, *, actions: Mapping[str, Action] | None = None,
+               **changes: Any) -> Profile:
+        """A copy under another name, with some actions (or other fields) overridden."""
+        merged = dict(self.actions)
+        merged.update(actions or {})
+        return replace(self, name=name, actions=merged, **changes)
+
+
+R, D, F, A = Action.REJECT, Action.DROP, Action.FIX, Action.ALLOW
+
+# rule name: (strict, linux, qemu). The rules themselves (condition, reference) are in
+# emulator/offload/rules.py; a test checks that the two lists agree.
+_TABLE: dict[str, tuple[Action, Action, Action]] = {
+    # Header against frame: Linux checks these when the frame is written (tun_get_user,
+    # tun_vnet_hdr_get, virtio_net_hdr_to_skb).
+    "frame-too-short": (A, R, A),
+    "gso-type-unknown": (R, R, R),
+    "ecn-without-gso": (D, R, A),
+    "gso-type-unsupported": (A, A, R),
+    "gso-size-zero": (R, R, D),
+    "gso-size-by-frags": (A, R, A),
+    "csum-outside-frame": (R, R, D),
+    "hdr-len-beyond-frame": (A, R, A),
+    "hdr-len-below-ethernet": (A, R, A),
+    "csum-start-below-ip-minimum": (A, R, A),
+    "transport-header-truncated": (R, R, D),
+    "gso-without-needs-csum": (R, F, D),
+    "uso-without-needs-csum": (R, R, R),
+    "csum-offset-tcp": (R, R, D),
+    "csum-offset-uso": (R, R, R),
+    "csum-offset-ufo": (R, A, D),
+    "uso-ecn": (D, R, R),
+    "ufo-ecn": (D, A, A),
+    "uso-too-many-segments": (A, R, R),
+    "hdr-len-inexact": (R, A, A),
+    "hdr-len-short": (A, A, A),
+    "gso-single-segment": (A, F, A),
+    # Packet checks at segmentation time (Linux: skb_mac_gso_segment, inet_gso_segment,
+    # ipv6_gso_segment, tcp_gso_segment, __udp_gso_segment, udp4/6_ufo_fragment).
+    "gso-not-ip": (D, D, D),
+    "ip-header-truncated": (D, D, D),
+    "ipv4-ihl-invalid": (D, D, D),
+    "ip-version-mismatch": (D, A, D),
+    "ipv4-options": (D, A, A),
+    "ipv4-fragment": (D, A, A),
+    "ip-packet-too-big": (D, A, D),
+    "ip-length-mismatch": (D, F, F),
+    "ipv6-exthdr-truncated": (D, D, D),
+    "ipv6-hop-by-hop-not-first": (D, A, A),
+    "ipv6-fragment-header": (D, D, D),
+    "ipv6-jumbo-hop-by-hop": (D, F, D),
+    "gso-type-mismatch": (D, D, D),
+    "csum-start-not-transport": (R, D, D),
+    "ufo-csum-start-not-transport": (R, A, D),
+    "tcp-data-offset-invalid": (D, D, D),
+    "tcp-header-truncated": (D, D, D),
+    "gso-payload-within-mss": (A, D, A),
+    "cwr-without-ecn": (D, A, A),
+    "udp-length-mismatch": (D, A, A),
+    "ufo-gso-size-too-small": (D, A, D),
+    "ufo-gso-size-unaligned": (D, A, F),
+    "ufo-dont-fragment": (D, F, A),
+    "ufo-ipv6": (A, A, D),
+    "ufo-ipv6-fragmentable-exthdr": (D, A, D),
+    # The pseudo-header seed (§5.1.6.2.1: the checksum field holds the pseudo-header sum).
+    "csum-seed-zero-length": (F, A, F),
+    "csum-seed-other": (R, A, F),
+}
+
+
+def _actions(column: int) -> dict[str, Action]:
+    return {rule: row[column] for rule, row in _TABLE.items()}
+
+
+RULE_NAMES: tuple[str, ...] = tuple(_TABLE)
+
+STRICT = Profile(
+    name="strict",
+    description=(
+        "The virtio spec: refuse a header that breaks a driver MUST of §5.1.6.2.1, drop "
+        "and record anything the spec leaves undefined, segment per the RFCs with "
+        "pseudo headers recomputed per segment."
+    ),
+    sources=(
+        "virtio-v1.2 §5.1.6.2 Packet Transmission, §5.1.6.2.1 Driver Requirements, "
+        "§5.1.6.2.2 Device Requirements",
+        "RFC 1071 (checksum), RFC 791 (IPv4 fragmentation), RFC 8200 §4.5 and §8.1 (IPv6 "
+        "fragment header, pseudo header), RFC 9293 (TCP), RFC 768 (UDP), RFC 3168 §6.1.2 "
+        "(CWR on the first segment)",
+    ),
+    actions=_actions(0),
+    seed=SeedPolicy.RECOMPUTE,
+    big_packets=False,
+    engine=Engine.SPEC,
+)
+
+LINUX = Profile(
+    name="linux",
+    description=(
+        "Linux 6.18 tap: tun_get_user -> virtio_net_hdr_to_skb (reject = EINVAL on "
+        "write) -> bridge -> validate_xmit_skb -> skb_gso_segment (drop) or "
+        "skb_checksum_help, on an egress tap without offloads; the bytes the kernel emits."
+    ),
+    sources=(
+        "drivers/net/tun.c tun_get_user: frame shorter than ETH_HLEN, hdr_len below "
+        "ETH_HLEN -> EINVAL",
+        "drivers/net/tun_vnet.h tun_vnet_hdr_get: hdr_len raised to csum_start+csum_offset+2,"
+        " then hdr_len beyond the frame -> EINVAL",
+        "include/linux/virtio_net.h __virtio_net_hdr_to_skb: unknown gso_type, gso_size 0, "
+        "GSO_BY_FRAGS, csum range, nh_min_len (20, 40 for TCPV6), TSO csum_offset 16, USO "
+        "NEEDS_CSUM/csum_offset 6/ECN/UDP_MAX_SEGMENTS (128), 'too small packets are not "
+        "really GSO ones'",
+        "net/core/dev.c validate_xmit_skb, skb_csum_hwoffload_help, skb_checksum_help "
+        "(csum_fold ?: CSUM_MANGLED_0), skb_mac_gso_segment",
+        "net/ipv4/af_inet.c inet_gso_segment: IHL < 5 dropped; tot_len, id (+1 per "
+        "segment), frag_off (UFO), ip_send_check rewritten per segment",
+        "net/ipv4/tcp_offload.c tcp4_gso_segment (pseudo header set up when not "
+        "CHECKSUM_PARTIAL), tcp_gso_segment (csum_start == transport header, seed adjusted "
+        "by the length delta, FIN/PSH cleared but on the last, CWR cleared but on the first)",
+        "net/ipv6/ip6_offload.c ipv6_gso_segment, ipv6_gso_pull_exthdrs (hop-by-hop, "
+        "routing, destination options); include/net/ipv6.h ipv6_hopopt_jumbo_remove",
+        "net/ipv4/udp_offload.c __udp_gso_segment (csum16 adjust by the UDP length field, "
+        "CSUM_MANGLED_0), udp4_ufo_fragment (full UDP checksum, then IP fragments)",
+        "net/ipv6/udp_offload.c udp6_ufo_fragment, net/ipv6/output_core.c "
+        "ip6_find_1stfragopt (fragment header insertion)",
+        "net/bridge/br_forward.c br_dev_queue_push_xmit (no IP checks without br_netfilter)",
+    ),
+    actions=_actions(1),
+    seed=SeedPolicy.ADJUST,
+    big_packets=True,
+    engine=Engine.LINUX,
+)
+
+QEMU = Profile(
+    name="qemu",
+    description=(
+        "QEMU software offload (hw/net/net_tx_pkt.c, QEMU 8.0+ TCP segmentation) for a "
+        "backend without vnet headers: pseudo headers recomputed, FIN/PSH cleared on every "
+        "segment, UFO fragments aligned to 8 bytes keeping DF, no USO, nothing over 64 KiB."
+    ),
+    sources=(
+        "hw/net/net_tx_pkt.c net_tx_pkt_parse_headers (L2 with up to two VLAN tags, IPv4 "
+        "with options, IPv6 extension headers), net_tx_pkt_send_custom (GSO packets over "
+        "64 KiB dropped, NONE path: net_tx_pkt_do_sw_csum, net_tx_pkt_fix_ip6_payload_len)",
+        "hw/net/net_tx_pkt.c net_tx_pkt_tcp_fragment_init/fix/advance: FIN|PSH cleared in "
+        "the header copied to every segment, CWR cleared after the first, ip_id + 1, "
+        "eth_fix_ip4_checksum",
+        "hw/net/net_tx_pkt.c net_tx_pkt_udp_fragment_init/fix: IP_FRAG_ALIGN_SIZE(gso_size),"
+        " original flags (DF) kept, no USO (abort() on other gso types)",
+        "hw/net/net_tx_pkt.c net_tx_pkt_do_sw_csum: field zeroed, pseudo header from the IP "
+        "header, net_checksum_finish_nozero (0 sent as 0xFFFF, TCP included)",
+        "hw/net/net_tx_pkt.c net_tx_pkt_build_vheader: QEMU builds the header itself from its "
+        "parse (hdr_len = L2 + L3 + TCP data offset), so the driver's hdr_len is not used",
+        "QEMU 7.2 fragmented TCP super-packets as IP fragments; the TCP segmentation "
+        "modelled here is the 8.0 rework of net_tx_pkt.c",
+    ),
+    actions=_actions(2),
+    seed=SeedPolicy.RECOMPUTE,
+    big_packets=False,
+    engine=Engine.QEMU,
+)
+
+PROFILES: dict[str, Profile] = {p.name: p for p in (STRICT, LINUX, QEMU)}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown device profile {name!r}; known profiles: {', '.join(sorted(PROFILES))}"
+        ) from None
