@@ -84,6 +84,8 @@ OFFLOADS_A = (
 VNET_HDR_SIZE = 12
 MTU = 9000
 MAX_SEGMENTS_PER_CALL = 100_000
+B_QUEUE_LEN = 70_000
+"""tap B's txqueuelen: a 64 KiB payload cut into 1-byte segments, and the marker."""
 
 
 class KernelOracleError(VirtioError):
@@ -216,6 +218,9 @@ class KernelSegmenter:
         ns.ip("link", "set", "dev", a.name, "type", "bridge_slave",
               "flood", "off", "mcast_flood", "off", "bcast_flood", "off")
         ns.ip("link", "set", "dev", "br0", "mtu", str(MTU))
+        # B's queue must hold every segment of one packet plus the marker (the default
+        # 1000 drops the tail of a packet cut into thousands of tiny segments).
+        ns.ip("link", "set", "dev", b.name, "txqueuelen", str(B_QUEUE_LEN))
         for name in ("br0", a.name, b.name):
             ns.ip("link", "set", "dev", name, "up")
         self._ns, self._a, self._b = ns, a, b
