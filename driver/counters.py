@@ -15,6 +15,10 @@ class DriverCounters:
     tx_kicks: int = 0
     tx_kicks_suppressed: int = 0
     tx_ring_full: int = 0
+    tx_no_memory: int = 0
+    """Large packets refused because guest memory had no room for their buffer."""
+    tx_gso_packets: int = 0
+    tx_csum_offloads: int = 0
     rx_frames: int = 0
     rx_bytes: int = 0
     rx_refills: int = 0

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from driver.bus import RegisterBus
 from driver.counters import DriverCounters
 from driver.transport import MmioDriverTransport
+from driver.tx_header import PLAIN, build_tx_header
 from driver.virtqueue import DriverQueue
 from stack.device import DeviceCapabilities, RxFrame, TxMeta
 from stack.wire.ethernet import HEADER_LEN, VLAN_TAG_LEN
@@ -33,7 +34,12 @@ from virtio.constants import (
     NetStatus,
     Status,
 )
-from virtio.errors import DeviceConfigError, DriverProtocolError, NegotiationFailed
+from virtio.errors import (
+    DeviceConfigError,
+    DriverProtocolError,
+    NegotiationFailed,
+    OutOfGuestMemory,
+)
 from virtio.features import FeatureSet, Violation, negotiate, net_hdr_size
 from virtio.layouts import NET_CONFIG
 from virtio.memory import GuestMemory
@@ -53,11 +59,15 @@ MIN_MTU = 68
 BIG_PACKET = 65589
 """Largest packet with GUEST_TSO*/UFO/USO and no MRG_RXBUF (§5.1.6.3): 14 + 40 + 65535."""
 BUFFER_ALIGN = 64
+MAX_GSO_FRAME = 0xFFFF + LINK_OVERHEAD
+"""Largest frame the driver hands over for segmentation: a 64 KiB IP packet plus the
+Ethernet header and one VLAN tag (no BIG TCP yet)."""
 MAX_REAP_ROUNDS = 1024
 """Bound on process / re-enable / re-check rounds in one interrupt (§2.7.14)."""
 
 DEFAULT_WANTED = FeatureSet.of(
-    F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC
+    F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
+    F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_USO,
 )
 """What the driver asks for by default."""
 
@@ -180,6 +190,8 @@ class VirtioNetDriver:
         self._rx_pool = 0
         self._tx_pool = 0
         self._tx_free: list[int] = []
+        self._tx_big: dict[int, int] = {}
+        """TX slot -> a buffer allocated for a packet larger than the slot's."""
         self._tx_unkicked = 0
         self._tx_header = b""
         self._received: list[RxFrame] = []
@@ -330,9 +342,10 @@ class VirtioNetDriver:
         for q in (self._rx, self._tx):
             if q is not None:
                 q.release()
-        for pool in (self._rx_pool, self._tx_pool):
+        for pool in (self._rx_pool, self._tx_pool, *self._tx_big.values()):
             if pool:
                 allocator.free(pool)
+        self._tx_big = {}
         self._rx = self._tx = None
         self._rx_pool = self._tx_pool = 0
         self._tx_free = []
@@ -349,20 +362,24 @@ class VirtioNetDriver:
         return DeviceCapabilities(mtu=self.mtu, max_burst=self._tx.size if self._tx else None)
 
     def transmit(self, frame: bytes, meta: TxMeta | None = None) -> bool:
-        """Queue one Ethernet frame behind a virtio_net_hdr with flags 0, gso_type NONE
-        and num_buffers 0 (§5.1.6.2, §5.1.6.2.1). False when the TX ring is full after
-        reaping completed transmissions, or the device is broken. No offload is
-        negotiated yet, so ``meta`` asking for one is a ``ValueError``."""
+        """Queue one Ethernet frame behind its virtio_net_hdr (§5.1.6.2): flags 0 and
+        gso_type NONE without ``meta``; with ``meta`` the checksum and segmentation
+        offloads it asks for, built by :func:`driver.tx_header.build_tx_header` from the
+        negotiated features (``ValueError`` for one that was not negotiated). A
+        segmented packet may be up to 64 KiB of IP packet; anything else up to the MTU
+        plus the Ethernet header. False when the TX ring is full after reaping completed
+        transmissions, when guest memory has no room for a large packet, or when the
+        device is broken."""
         tx = self._tx
         if tx is None:
             raise ValueError("transmit before probe()")
-        if meta is not None and (meta.segment_size is not None or meta.csum_start is not None
-                                 or meta.csum_offset is not None):
-            raise ValueError("checksum/segmentation offload is not negotiated by this driver")
-        if not 0 < len(frame) <= self.max_frame:
+        hdr = PLAIN if meta is None else build_tx_header(frame, meta, self.negotiated)
+        limit = MAX_GSO_FRAME if hdr.gso_type else self.max_frame
+        if not 0 < len(frame) <= limit:
             raise ValueError(
                 f"frame of {len(frame)} bytes; the link takes 1..{self.max_frame} "
-                f"(mtu {self.mtu} + {LINK_OVERHEAD}, {spec.NET_CONFIG_DRIVER})"
+                f"(mtu {self.mtu} + {LINK_OVERHEAD}, {spec.NET_CONFIG_DRIVER}), a "
+                f"segmented packet up to {MAX_GSO_FRAME}"
             )
         if self.broken:
             self.counters.drop("device-broken")
@@ -378,16 +395,32 @@ class VirtioNetDriver:
         if tx.num_free < needed or not self._tx_free:
             self.counters.tx_ring_full += 1
             return False
-        slot = self._tx_free.pop()
-        addr = self._tx_pool + slot * self.tx_buffer_size
         hs = self.header_size
-        self.memory.write(addr, self._tx_header)
+        big = 0
+        if hs + len(frame) > self.tx_buffer_size:
+            allocator = self.memory.allocator
+            assert allocator is not None
+            try:
+                big = allocator.alloc(hs + len(frame), BUFFER_ALIGN)
+            except OutOfGuestMemory:
+                self.counters.tx_no_memory += 1
+                return False
+        slot = self._tx_free.pop()
+        if big:
+            self._tx_big[slot] = big
+        addr = big or self._tx_pool + slot * self.tx_buffer_size
+        self.memory.write(addr, self._tx_header if hdr is PLAIN else hdr.emit(hs))
         self.memory.write(addr + hs, frame)
         out = [(addr, hs), (addr + hs, len(frame))] if separate else [(addr, hs + len(frame))]
         tx.add(out, [], slot, use_indirect=use_indirect)
         self._tx_unkicked += 1
-        self.counters.tx_frames += 1
-        self.counters.tx_bytes += len(frame)
+        counters = self.counters
+        counters.tx_frames += 1
+        counters.tx_bytes += len(frame)
+        if hdr.gso_type:
+            counters.tx_gso_packets += 1
+        if hdr.flags:
+            counters.tx_csum_offloads += 1
         return True
 
     def flush(self) -> None:
@@ -469,8 +502,16 @@ class VirtioNetDriver:
         while (entry := tx.get_used()) is not None:
             slot, _ = entry
             assert isinstance(slot, int)
+            big = self._tx_big.pop(slot, 0)
+            if big:
+                self._free(big)
             self._tx_free.append(slot)
             self.counters.used_reaped += 1
+
+    def _free(self, addr: int) -> None:
+        allocator = self.memory.allocator
+        assert allocator is not None
+        allocator.free(addr)
 
     def _reap_rx(self) -> None:
         """Process used RX buffers with notifications off, refill, re-enable and re-check

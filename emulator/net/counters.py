@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+_MAPS = ("drops", "tx_notes", "tx_seeds")
+
 
 @dataclass
 class NetCounters:
@@ -16,6 +18,12 @@ class NetCounters:
     tx_chains: int = 0
     tx_descriptors: int = 0
     tx_notifications: int = 0
+    tx_packets: int = 0
+    """Packets the driver handed over that went out (as one frame or as segments)."""
+    tx_gso_packets: int = 0
+    """Packets the device segmented (TSO/USO/UFO)."""
+    tx_csum_offloads: int = 0
+    """Packets whose L4 checksum the device completed (NEEDS_CSUM)."""
     rx_frames: int = 0
     rx_bytes: int = 0
     rx_chains: int = 0
@@ -28,6 +36,13 @@ class NetCounters:
     config_interrupts: int = 0
     drops: dict[str, int] = field(default_factory=dict)
     """Drop reason -> count."""
+    tx_notes: dict[str, int] = field(default_factory=dict)
+    """Offload engine notes (rule -> count): what the profile fixed or allowed and the
+    pseudo-header seed convention the driver used."""
+    tx_seeds: dict[str, int] = field(default_factory=dict)
+    """Pseudo-header seed conventions seen in NEEDS_CSUM packets: "full-length",
+    "zero-length" or "other" -> count (§5.1.6.2; Linux seeds with the length, Windows and
+    Intel with 0)."""
 
     def drop(self, reason: str) -> None:
         self.drops[reason] = self.drops.get(reason, 0) + 1
@@ -35,7 +50,10 @@ class NetCounters:
     def as_dict(self) -> dict[str, object]:
         """JSON-ready: every counter, drops sorted by reason."""
         out: dict[str, object] = {
-            f.name: getattr(self, f.name) for f in fields(self) if f.name != "drops"
+            f.name: getattr(self, f.name) for f in fields(self)
+            if f.name not in _MAPS
         }
         out["drops"] = dict(sorted(self.drops.items()))
+        out["tx_notes"] = dict(sorted(self.tx_notes.items()))
+        out["tx_seeds"] = dict(sorted(self.tx_seeds.items()))
         return out

@@ -17,6 +17,9 @@ from emulator.backends.base import Backend
 from emulator.core import DeviceCore
 from emulator.monitor import DRIVER
 from emulator.net.counters import NetCounters
+from emulator.offload import Note, OffloadError, segment_packet
+from emulator.offload.rules import rule as offload_rule
+from emulator.profiles import Action, Profile, get_profile
 from emulator.virtqueue import Chain, ChainError, DeviceQueue
 from stack.wire.ethernet import HEADER_LEN, VLAN_TAG_LEN, EthernetHeader
 from virtio import spec
@@ -37,9 +40,11 @@ from virtio.net_hdr import NetHdr
 F = FeatureBit
 
 IMPLEMENTED = FeatureSet.of(
-    F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC
+    F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
+    F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO,
 )
-"""What this device can do today."""
+"""What this device can do today: transmit checksum offload and segmentation (§5.1.3),
+no receive offloads yet."""
 
 GSO_FEATURE: dict[int, FeatureBit] = {
     GsoType.TCPV4: F.HOST_TSO4,
@@ -66,8 +71,12 @@ class NetDeviceConfig:
     offered: FeatureSet | None = None
     """None: :data:`IMPLEMENTED`."""
     link_up: bool = True
+    profile: str = "strict"
+    """Device personality for what the spec leaves open (emulator/profiles.py):
+    "strict", "linux" or "qemu"."""
 
     def __post_init__(self) -> None:
+        get_profile(self.profile)  # ValueError naming the known profiles
         if len(self.mac) != 6:
             raise ValueError(f"a MAC address is 6 bytes, not {len(self.mac)}")
         if not MIN_MTU <= self.mtu <= 0xFFFF:
@@ -115,6 +124,7 @@ class NetDevice:
         self.num_queues: int = 2
         self.queue_size_max: int = self.config.queue_size_max
         self.link_up = self.config.link_up
+        self.profile: Profile = get_profile(self.config.profile)
         self.tx_tap: Callable[[NetHdr, bytes], None] | None = None
         """Called with each TX chain's header and frame as the driver handed them over,
         before validation or offloads (a capture of what the driver sent)."""
@@ -195,7 +205,7 @@ class NetDevice:
 
     # helpers
     def _violation(
-        self, rule: str, section: spec.Section, detail: str, *, action: str,
+        self, rule: str, section: spec.Section | str, detail: str, *, action: str,
         queue: int | None = None, descriptor: int | None = None,
     ) -> None:
         if self.core is not None:
@@ -266,24 +276,7 @@ class NetDevice:
         frame = data[hsize:]
         if self.tx_tap is not None:
             self.tx_tap(hdr, frame)
-        if hdr.gso_type != GsoType.NONE:
-            needed = GSO_FEATURE.get(hdr.gso_kind)
-            if needed is None or needed not in negotiated or (
-                hdr.ecn and F.HOST_ECN not in negotiated
-            ):
-                self._tx_drop("tx-gso-not-negotiated", chain,
-                              f"gso_type {hdr.gso_type:#x} without the matching HOST_ "
-                              "feature negotiated", spec.NET_TX_DRIVER)
-                return
-            counters.drop("tx-gso-unsupported")  # no segmentation engine yet
-            return
-        if hdr.flags & NetHdrFlag.NEEDS_CSUM:
-            if F.CSUM not in negotiated:
-                self._tx_drop("tx-csum-not-negotiated", chain,
-                              "NEEDS_CSUM set but CSUM was not negotiated",
-                              spec.NET_TX_DRIVER)
-                return
-            counters.drop("tx-csum-unsupported")  # no checksum engine yet
+        if not self._tx_features_ok(hdr, chain):
             return
         if hdr.flags & _TX_IGNORED_FLAGS:
             self._violation("tx-hdr-flags", spec.NET_TX_DRIVER,
@@ -298,24 +291,104 @@ class NetDevice:
         if frame_len < HEADER_LEN:
             counters.drop("tx-runt")
             return
-        limit, by_mtu = self._max_frame(frame)
-        if frame_len > limit:
-            if by_mtu:
-                self._tx_drop("tx-exceeds-mtu", chain,
-                              f"{frame_len}-byte frame exceeds mtu {self.config.mtu} plus "
-                              f"the Ethernet header ({limit})", spec.NET_CONFIG_DRIVER)
-            else:
-                counters.drop("tx-oversize")
-            return
+        gso = hdr.gso_type != GsoType.NONE
+        if not gso:
+            limit, by_mtu = self._max_frame(frame)
+            if frame_len > limit:
+                if by_mtu:
+                    self._tx_drop("tx-exceeds-mtu", chain,
+                                  f"{frame_len}-byte frame exceeds mtu {self.config.mtu} plus "
+                                  f"the Ethernet header ({limit})", spec.NET_CONFIG_DRIVER)
+                else:
+                    counters.drop("tx-oversize")
+                return
         if not self.link_up:
             counters.drop("tx-link-down")
             return
         if self.backend is None:
             counters.drop("tx-no-backend")
             return
-        self.backend.send(frame)
-        counters.tx_frames += 1
-        counters.tx_bytes += frame_len
+        try:
+            result = segment_packet(
+                frame, hdr, self.profile, hdr_size=hsize,
+                hdrlen_exact=F.GUEST_HDRLEN in negotiated,
+            )
+        except OffloadError as err:
+            self._record_notes(err.notes, chain)
+            counters.drop(err.rule)
+            core.monitor.record_error(
+                err, queue=self.TX_QUEUE, descriptor=chain.head,
+                action="refused" if err.stage == "reject" else "dropped",
+            )
+            return
+        self._record_notes(result.notes, chain)
+        if gso and F.MTU in negotiated and not self._segments_fit(result.frames, hdr, chain):
+            return
+        for out in result.frames:
+            self.backend.send(out)
+            counters.tx_frames += 1
+            counters.tx_bytes += len(out)
+        counters.tx_packets += 1
+        if result.seed is not None:
+            counters.tx_seeds[result.seed] = counters.tx_seeds.get(result.seed, 0) + 1
+        if result.path == "segmented":
+            counters.tx_gso_packets += 1
+        if hdr.flags & NetHdrFlag.NEEDS_CSUM:
+            counters.tx_csum_offloads += 1
+
+    def _tx_features_ok(self, hdr: NetHdr, chain: Chain) -> bool:
+        """§5.1.6.2.1: a gso_type only with its HOST_ feature, the ECN bit only with
+        HOST_ECN, NEEDS_CSUM only with CSUM. Breaking one is always recorded; whether
+        the packet still goes is the profile's call (a Linux tap or QEMU never look at
+        the negotiated features; the strict device drops it)."""
+        negotiated = self.negotiated
+        problems: list[tuple[str, str]] = []
+        needed = GSO_FEATURE.get(hdr.gso_kind)
+        if needed is not None and needed not in negotiated:
+            problems.append(("tx-gso-not-negotiated",
+                             f"gso_type {hdr.gso_type:#x} but {needed.name} was not negotiated"))
+        if hdr.ecn and F.HOST_ECN not in negotiated:
+            problems.append(("tx-ecn-not-negotiated",
+                             "the ECN gso bit but HOST_ECN was not negotiated"))
+        if hdr.flags & NetHdrFlag.NEEDS_CSUM and F.CSUM not in negotiated:
+            problems.append(("tx-csum-not-negotiated",
+                             "NEEDS_CSUM set but CSUM was not negotiated"))
+        for rule, detail in problems:
+            if self.profile.action(rule) in (Action.REJECT, Action.DROP):
+                self._tx_drop(rule, chain, detail, spec.NET_TX_DRIVER)
+                return False
+            self._violation(rule, spec.NET_TX_DRIVER, detail, action="allowed",
+                            queue=self.TX_QUEUE, descriptor=chain.head)
+        return True
+
+    def _segments_fit(self, frames: list[bytes], hdr: NetHdr, chain: Chain) -> bool:
+        """With MTU negotiated the driver must not make the device send more than mtu
+        plus the Ethernet header per packet (§5.1.4.2), segments included."""
+        limit, _ = self._max_frame(frames[0])
+        longest = max(len(f) for f in frames)
+        if longest <= limit:
+            return True
+        rule = "tx-segment-exceeds-mtu"
+        detail = (f"gso_size {hdr.gso_size} gives {longest}-byte segments, over mtu "
+                  f"{self.config.mtu} plus the Ethernet header ({limit})")
+        if self.profile.action(rule) in (Action.REJECT, Action.DROP):
+            self._tx_drop(rule, chain, detail, spec.NET_CONFIG_DRIVER)
+            return False
+        self._violation(rule, spec.NET_CONFIG_DRIVER, detail, action="allowed",
+                        queue=self.TX_QUEUE, descriptor=chain.head)
+        return True
+
+    def _record_notes(self, notes: tuple[Note, ...], chain: Chain) -> None:
+        """What the offload engine fixed, allowed or observed: every note is counted in
+        ``counters.tx_notes``; those where the driver broke a spec rule also go to the
+        conformance monitor."""
+        counters = self.counters
+        for note in notes:
+            counters.tx_notes[note.rule] = counters.tx_notes.get(note.rule, 0) + 1
+            if offload_rule(note.rule).violation:
+                self._violation(note.rule, note.reference, note.detail,
+                                action=note.action.value, queue=self.TX_QUEUE,
+                                descriptor=chain.head)
 
     # receive, §5.1.6.4
     def receive(self, frame: bytes) -> bool:

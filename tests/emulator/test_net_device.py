@@ -132,7 +132,9 @@ def bench() -> Bench:
 # configuration
 
 def test_default_config_offers_what_is_implemented() -> None:
-    expected = FeatureSet.of(F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC)
+    expected = FeatureSet.of(F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
+                             F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO,
+                             F.HOST_USO)
     assert expected == IMPLEMENTED
     net = NetDevice()
     assert net.offered_features() == IMPLEMENTED
@@ -142,7 +144,9 @@ def test_default_config_offers_what_is_implemented() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"offered": FeatureSet.of(F.VERSION_1, F.CSUM)}, {"mac": b"\x00" * 5},
+    [{"offered": FeatureSet.of(F.VERSION_1, F.MRG_RXBUF)},
+     {"offered": FeatureSet.of(F.VERSION_1, F.HOST_TSO4)}, {"profile": "vmware"},
+     {"mac": b"\x00" * 5},
      {"mtu": 67}, {"mtu": 65536}, {"queue_size_max": 12}, {"queue_size_max": 65536}],
 )
 def test_config_validation(kwargs: dict[str, object]) -> None:
@@ -175,7 +179,7 @@ def test_tx_good_frame_reaches_the_backend_byte_exact(bench: Bench) -> None:
     assert bench.tx.used_elem(0) == (head, 0)
     assert bench.c.as_dict() == counters(
         tx_frames=1, tx_bytes=114, tx_chains=1, tx_descriptors=2, tx_notifications=1,
-        interrupts=1)
+        tx_packets=1, interrupts=1)
     assert bench.irqs == 1
     assert bench.mmio.read(R.INTERRUPT_STATUS) == InterruptStatus.USED_BUFFER
     assert bench.monitor.report() == "no violations"
@@ -219,7 +223,7 @@ def test_tx_batch_one_interrupt(bench: Bench) -> None:
     assert [bench.tx.used_elem(i)[1] for i in range(3)] == [0, 0, 0]
     assert bench.c.as_dict() == counters(
         tx_frames=3, tx_bytes=64 + 65 + 66, tx_chains=3, tx_descriptors=6,
-        tx_notifications=1, interrupts=1)
+        tx_notifications=1, tx_packets=3, interrupts=1)
 
 
 def test_tx_no_interrupt_flag_suppresses(bench: Bench) -> None:
@@ -308,13 +312,22 @@ def test_tx_header_truncated(bench: Bench) -> None:
     assert bench.tx.used_elem(0) == (0, 0)
 
 
-@pytest.mark.parametrize("gso", [GsoType.TCPV4, GsoType.TCPV6, GsoType.UDP, GsoType.UDP_L4,
-                                 0x80, 0x81, 2])
-def test_tx_gso_not_negotiated(bench: Bench, gso: int) -> None:
+@pytest.mark.parametrize(
+    ("gso", "rule"),
+    [(GsoType.TCPV4, "tx-gso-not-negotiated"), (GsoType.TCPV6, "tx-gso-not-negotiated"),
+     (GsoType.UDP, "tx-gso-not-negotiated"), (GsoType.UDP_L4, "tx-gso-not-negotiated"),
+     (0x81, "tx-gso-not-negotiated"),
+     # the ECN bit alone names no gso type: it breaks the HOST_ECN rule
+     (0x80, "tx-ecn-not-negotiated"),
+     # an unknown gso type maps to no feature; here the NEEDS_CSUM rule fires first
+     (2, "tx-csum-not-negotiated")],
+)
+def test_tx_gso_not_negotiated(bench: Bench, gso: int, rule: str) -> None:
+    """The strict profile drops (§5.1.6.2.1) what the driver may not send."""
     hdr = NetHdr(flags=NetHdrFlag.NEEDS_CSUM, gso_type=gso, gso_size=1448, hdr_len=54)
-    assert tx_rule_case(bench, hdr) == ["tx-gso-not-negotiated"]
+    assert tx_rule_case(bench, hdr) == [rule]
     assert bench.monitor.records[0].reference == str(spec.NET_TX_DRIVER)
-    assert bench.c.drops == {"tx-gso-not-negotiated": 1}
+    assert bench.c.drops == {rule: 1}
     assert bench.backend.sent == []
 
 
@@ -674,8 +687,10 @@ def test_counters_as_dict_is_json_ready_and_sorted() -> None:
     d = c.as_dict()
     assert list(d) == [
         "tx_frames", "tx_bytes", "tx_chains", "tx_descriptors", "tx_notifications",
+        "tx_packets", "tx_gso_packets", "tx_csum_offloads",
         "rx_frames", "rx_bytes", "rx_chains", "rx_descriptors", "rx_notifications",
-        "interrupts", "interrupts_suppressed", "config_interrupts", "drops"]
+        "interrupts", "interrupts_suppressed", "config_interrupts", "drops", "tx_notes",
+        "tx_seeds"]
     drops = d["drops"]
     assert isinstance(drops, dict)
     assert drops == {"a": 1, "z": 2}

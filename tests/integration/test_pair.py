@@ -57,9 +57,12 @@ def run_streams(pair: Pair, frames: int, seed: int = 5) -> tuple[Checker, Checke
 
 def test_bring_up_negotiates_through_the_registers() -> None:
     pair = pair_with()
+    # the driver asks for everything the device implements but UFO (as Linux, which
+    # stopped accepting HOST_UFO)
+    expected = IMPLEMENTED.without(F.HOST_UFO)
     for host in (pair.a, pair.b):
-        assert host.driver.negotiated == IMPLEMENTED
-        assert host.core.driver_features == IMPLEMENTED
+        assert host.driver.negotiated == expected
+        assert host.core.driver_features == expected
         assert host.mmio.read(MmioReg.STATUS) == (
             Status.ACKNOWLEDGE | Status.DRIVER | Status.FEATURES_OK | Status.DRIVER_OK
         )
