@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from emulator.profiles import PROFILES
 from testbench.demo import DemoOptions, format_report, run_demo
 from testbench.host import MIB
 from virtio.errors import VirtioError
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--queue-size", type=_positive, default=256, help="virtqueue size the drivers ask for (256)"
     )
     demo.add_argument(
+        "--profile", choices=sorted(PROFILES), default="strict",
+        help="device profile of both hosts: what the device does where the spec is silent",
+    )
+    demo.add_argument(
         "--pcap", type=Path, default=None, metavar="PATH",
         help="write a pcapng of host A: frames its driver handed the device (virtio_net_hdr "
         "in each packet's comment) and its side of the wire",
@@ -81,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     memory_size=args.memory,
                     queue_size=args.queue_size,
                     pcap=args.pcap,
+                    profile=args.profile,
                 )
             )
         except (VirtioError, ValueError, OSError) as exc:

@@ -11,6 +11,7 @@ from typing import Any
 
 from driver.net import DriverConfig
 from emulator.backends.pcap import Capture
+from emulator.net.device import NetDeviceConfig
 from testbench.host import MIB, Host, HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
 from testbench.traffic import Checker, Sender, Stream, frame_sizes
@@ -23,6 +24,8 @@ class DemoOptions:
     memory_size: int = 8 * MIB
     queue_size: int = 256
     max_steps: int = 2_000_000
+    profile: str = "strict"
+    """Device profile of both hosts (emulator/profiles.py)."""
     pcap: Path | None = None
     """Write a pcapng of host A: what its driver handed the device, and its wire."""
 
@@ -65,10 +68,13 @@ def run_demo(options: DemoOptions = DemoOptions()) -> dict[str, Any]:
 def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict[str, Any]:
     started = time.perf_counter()
     driver_cfg = DriverConfig(queue_size=options.queue_size)
+    device_cfg = NetDeviceConfig(profile=options.profile)
     pair: Pair = make_pair(
         loop,
-        a=HostConfig("a", bytes.fromhex("525400000001"), options.memory_size, driver=driver_cfg),
-        b=HostConfig("b", bytes.fromhex("525400000002"), options.memory_size, driver=driver_cfg),
+        a=HostConfig("a", bytes.fromhex("525400000001"), options.memory_size, device_cfg,
+                     driver_cfg),
+        b=HostConfig("b", bytes.fromhex("525400000002"), options.memory_size, device_cfg,
+                     driver_cfg),
         seed=options.seed,
         capture=capture,
     )
@@ -88,7 +94,8 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
     steps = loop.run_until_idle(max_steps=options.max_steps)
     mismatches = sum(c.mismatches for c in checkers.values())
     return {
-        "scenario": "demo: host A <-> wire <-> host B, plain frames, no offloads",
+        "scenario": "demo: host A <-> wire <-> host B, plain frames",
+        "profile": options.profile,
         "frames_per_direction": options.frames,
         "seed": options.seed,
         "mismatches": mismatches,
@@ -103,7 +110,7 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
 
 def format_report(report: dict[str, Any]) -> str:
     """The human-readable form of :func:`run_demo`'s report."""
-    lines = [report["scenario"], ""]
+    lines = [f"{report['scenario']} (device profile {report['profile']})", ""]
     for name, host in report["hosts"].items():
         lines.append(f"host {name}  mac {host['mac']}  virtio_net_hdr {host['header_size']} bytes")
         lines.append(f"  offered:    {' '.join(host['offered'])}")
