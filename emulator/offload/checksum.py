@@ -91,10 +91,11 @@ def classify_seed_at(frame: bytes | bytearray | memoryview, lay: Layout, csum_st
             or (proto == _UDP and csum_offset == _UDP_CSUM)):
         return None
     pos = csum_start + csum_offset
-    if pos + 2 > lay.frame_len:
+    n = lay.frame_len
+    if pos + 2 > n:
         return None
     seed = _U16.unpack_from(frame, pos)[0] % 0xFFFF
-    length = lay.l4_len
+    length = n - csum_start  # lay.l4_len
     src = int.from_bytes(lay.src, "big") + proto
     zero = (src + int.from_bytes(lay.dst, "big")) % 0xFFFF
     if seed == (zero + length) % 0xFFFF:

@@ -123,8 +123,21 @@ class Layout:
         return self.frame_len - self.l3_off
 
 
+_ETH_IPV4, _ETH_IPV6 = int(EtherType.IPV4), int(EtherType.IPV6)
+_TCP, _UDP = int(IpProtocol.TCP), int(IpProtocol.UDP)
+_V4_HLEN, _V6_HLEN = ipv4.HEADER_LEN, ipv6.HEADER_LEN
+_TCP_HLEN, _UDP_HLEN = tcp.HEADER_LEN, udp.HEADER_LEN
+_TCP_SEQ, _TCP_FLAGS, _TCP_DOFF = tcp.OFF_SEQ, tcp.OFF_FLAGS, tcp.OFF_DATA_OFFSET
+_UDP_LEN = udp.OFF_LENGTH
+_HOP_BY_HOP, _ROUTING = int(ExtHeader.HOP_BY_HOP), int(ExtHeader.ROUTING)
+
+
 def locate(frame: bytes | bytearray | memoryview) -> Layout:
     n = len(frame)
+    if n >= ETH_HLEN + _V4_HLEN and _U16.unpack_from(frame, ETH_HLEN - 2)[0] == _ETH_IPV4:
+        lay = _locate_plain_v4(frame, n)
+        if lay is not None:
+            return lay
     lay = Layout(n)
     if n < ETH_HLEN:
         lay.problem = "frame-too-short"
@@ -143,9 +156,9 @@ def locate(frame: bytes | bytearray | memoryview) -> Layout:
     lay.l2_len = off
     lay.ethertype = ethertype
     lay.l3_off = off
-    if ethertype == EtherType.IPV4:
+    if ethertype == _ETH_IPV4:
         _locate_v4(frame, lay)
-    elif ethertype == EtherType.IPV6:
+    elif ethertype == _ETH_IPV6:
         _locate_v6(frame, lay)
     else:
         lay.problem = "gso-not-ip"
@@ -155,10 +168,53 @@ def locate(frame: bytes | bytearray | memoryview) -> Layout:
     return lay
 
 
+_new_layout = object.__new__
+
+
+def _locate_plain_v4(frame: bytes | bytearray | memoryview, n: int) -> Layout | None:
+    """The common case in one pass: an untagged IPv4 frame whose header (IHL >= 5) lies
+    in the frame; every field set once to what :func:`locate` would find. None for
+    anything else (the general path)."""
+    ver_ihl, _tos, total, ident, flags_frag, _ttl, proto, _csum, src, dst = _V4.unpack_from(
+        frame, ETH_HLEN)
+    ihl = (ver_ihl & 0xF) * 4
+    l4 = ETH_HLEN + ihl
+    if ihl < _V4_HLEN or l4 > n:
+        return None
+    lay: Layout = _new_layout(Layout)
+    lay.frame_len = n
+    lay.l2_len = lay.l3_off = ETH_HLEN
+    lay.ethertype = _ETH_IPV4
+    lay.l3 = L3_IPV4
+    lay.problem = None
+    lay.ip_version = ver_ihl >> 4
+    lay.v4_ihl = ihl
+    lay.v4_total = total
+    lay.v4_ident = ident
+    lay.v4_flags_frag = flags_frag
+    lay.v6_plen = lay.v6_next = 0
+    lay.ext_headers = ()
+    lay.hbh_not_first = lay.jumbo_hbh = False
+    lay.src = src
+    lay.dst = lay.final_dst = dst
+    lay.l4_proto = proto
+    lay.l4_off = l4
+    lay.l4_hdr_len = lay.tcp_flags = lay.tcp_seq = lay.udp_len = 0
+    if proto == _TCP:
+        if l4 + _TCP_HLEN <= n:
+            lay.tcp_seq = _U32.unpack_from(frame, l4 + _TCP_SEQ)[0]
+            lay.tcp_flags = frame[l4 + _TCP_FLAGS]
+            lay.l4_hdr_len = (frame[l4 + _TCP_DOFF] >> 4) * 4
+    elif proto == _UDP and l4 + _UDP_HLEN <= n:
+        lay.l4_hdr_len = _UDP_HLEN
+        lay.udp_len = _U16.unpack_from(frame, l4 + _UDP_LEN)[0]
+    return lay
+
+
 def _locate_v4(frame: bytes | bytearray | memoryview, lay: Layout) -> None:
     off = lay.l3_off
     lay.l4_off = off
-    if off + ipv4.HEADER_LEN > lay.frame_len:
+    if off + _V4_HLEN > lay.frame_len:
         lay.problem = "ip-header-truncated"
         return
     ver_ihl, _tos, total, ident, flags_frag, _ttl, proto, _csum, src, dst = _V4.unpack_from(
@@ -170,10 +226,10 @@ def _locate_v4(frame: bytes | bytearray | memoryview, lay: Layout) -> None:
     lay.v4_total = total
     lay.v4_ident = ident
     lay.v4_flags_frag = flags_frag
-    lay.src = bytes(src)
-    lay.dst = lay.final_dst = bytes(dst)
+    lay.src = src  # unpacked "4s" fields are bytes already
+    lay.dst = lay.final_dst = dst
     lay.l4_proto = proto
-    if ihl < ipv4.HEADER_LEN:
+    if ihl < _V4_HLEN:
         lay.problem = "ipv4-ihl-invalid"
         return
     if off + ihl > lay.frame_len:
@@ -185,7 +241,7 @@ def _locate_v4(frame: bytes | bytearray | memoryview, lay: Layout) -> None:
 def _locate_v6(frame: bytes | bytearray | memoryview, lay: Layout) -> None:
     off = lay.l3_off
     lay.l4_off = off
-    if off + ipv6.HEADER_LEN > lay.frame_len:
+    if off + _V6_HLEN > lay.frame_len:
         lay.problem = "ip-header-truncated"
         return
     vtf, plen, nxt, _hops, src, dst = _V6.unpack_from(frame, off)
@@ -193,8 +249,13 @@ def _locate_v6(frame: bytes | bytearray | memoryview, lay: Layout) -> None:
     lay.ip_version = vtf >> 28
     lay.v6_plen = plen
     lay.v6_next = nxt
-    lay.src = bytes(src)
-    lay.dst = lay.final_dst = bytes(dst)
+    lay.src = src
+    lay.dst = lay.final_dst = dst
+    if nxt not in GSO_EXTHDRS:
+        # No extension header to cross (what walk_extension_headers would find too).
+        lay.l4_proto = nxt
+        lay.l4_off = off + _V6_HLEN
+        return
     view = memoryview(frame)[off:] if not isinstance(frame, memoryview) else frame[off:]
     try:
         chain = ipv6.walk_extension_headers(view, nxt, ipv6.HEADER_LEN, kinds=GSO_EXTHDRS)
@@ -210,31 +271,32 @@ def _locate_v6(frame: bytes | bytearray | memoryview, lay: Layout) -> None:
     lay.l4_proto = chain.upper_protocol
     lay.l4_off = off + chain.upper_offset
     for i, h in enumerate(refs):
-        if h.kind == ExtHeader.HOP_BY_HOP and i > 0:
+        if h.kind == _HOP_BY_HOP and i > 0:
             lay.hbh_not_first = True
-        if h.kind == ExtHeader.ROUTING:
+        if h.kind == _ROUTING:
             final = ipv6.routing_final_destination(frame, h)
             if final is not None:
                 lay.final_dst = final
-    if refs and refs[0].kind == ExtHeader.HOP_BY_HOP and refs[0].length == 8:
+    if refs and refs[0].kind == _HOP_BY_HOP and refs[0].length == 8:
         first = refs[0].offset
         # Linux ipv6_has_hopopt_jumbo: an 8-byte hop-by-hop header holding exactly the
         # Jumbo Payload option, followed by TCP (the BIG TCP layout).
         lay.jumbo_hbh = (frame[first + 2] == ipv6.OPT_JUMBO and frame[first + 1] == 0
-                         and refs[0].next_header == IpProtocol.TCP)
+                         and refs[0].next_header == _TCP)
 
 
 def _locate_l4(frame: bytes | bytearray | memoryview, lay: Layout) -> None:
     off = lay.l4_off
     n = lay.frame_len
-    if lay.l4_proto == IpProtocol.TCP:
-        if off + tcp.HEADER_LEN <= n:
-            lay.tcp_seq = _U32.unpack_from(frame, off + tcp.OFF_SEQ)[0]
-            lay.tcp_flags = frame[off + tcp.OFF_FLAGS]
-            lay.l4_hdr_len = (frame[off + tcp.OFF_DATA_OFFSET] >> 4) * 4
-    elif lay.l4_proto == IpProtocol.UDP and off + udp.HEADER_LEN <= n:
-        lay.l4_hdr_len = udp.HEADER_LEN
-        lay.udp_len = _U16.unpack_from(frame, off + udp.OFF_LENGTH)[0]
+    proto = lay.l4_proto
+    if proto == _TCP:
+        if off + _TCP_HLEN <= n:
+            lay.tcp_seq = _U32.unpack_from(frame, off + _TCP_SEQ)[0]
+            lay.tcp_flags = frame[off + _TCP_FLAGS]
+            lay.l4_hdr_len = (frame[off + _TCP_DOFF] >> 4) * 4
+    elif proto == _UDP and off + _UDP_HLEN <= n:
+        lay.l4_hdr_len = _UDP_HLEN
+        lay.udp_len = _U16.unpack_from(frame, off + _UDP_LEN)[0]
 
 
 def unfragmentable_len_linux(lay: Layout) -> int:
