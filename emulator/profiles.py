@@ -164,6 +164,12 @@ _TABLE: dict[str, tuple[Action, Action, Action]] = {
     # The pseudo-header seed (§5.1.6.2.1: the checksum field holds the pseudo-header sum).
     "csum-seed-zero-length": (F, A, F),
     "csum-seed-other": (R, A, F),
+    # Device-level checks (emulator/net/device.py): against the negotiated features and
+    # the MTU. Real backends never look at either; the strict device drops and records.
+    "tx-gso-not-negotiated": (D, A, A),
+    "tx-ecn-not-negotiated": (D, A, A),
+    "tx-csum-not-negotiated": (D, A, A),
+    "tx-segment-exceeds-mtu": (D, A, A),
 }
 
 

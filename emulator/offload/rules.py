@@ -161,6 +161,17 @@ _RULES = (
        "and emits wrong checksums, QEMU recomputes", True),
     _r("csum-seed-other", "checksum seed is not a pseudo-header sum of the packet",
        f"{TX_DRIVER} (MUST set the checksum field to the pseudo-header sum)", True),
+    # Checked by the device against the negotiated features and its MTU, not by the
+    # engine (emulator/net/device.py). A tap or QEMU never looks at what was negotiated.
+    _r("tx-gso-not-negotiated", "gso_type whose HOST_ feature was not negotiated",
+       f"{TX_DRIVER}; {_TUN} and {_QEMU} do not check negotiated features", True),
+    _r("tx-ecn-not-negotiated", "the ECN gso bit without HOST_ECN negotiated",
+       f"{TX_DRIVER}; {_VNH} maps it to SKB_GSO_TCP_ECN regardless", True),
+    _r("tx-csum-not-negotiated", "NEEDS_CSUM without CSUM negotiated",
+       f"{TX_DRIVER}; {_TUN} and {_QEMU} complete the checksum regardless", True),
+    _r("tx-segment-exceeds-mtu", "segments longer than the negotiated MTU plus the "
+       "Ethernet header", f"{spec.NET_CONFIG_DRIVER}; Linux and QEMU segment at gso_size "
+       "whatever the MTU", True),
 )
 
 RULES: dict[str, Rule] = {r.name: r for r in _RULES}

@@ -116,3 +116,18 @@ def test_driver_that_did_not_negotiate_tso_segments_nothing() -> None:
     with pytest.raises(ValueError, match="HOST_TSO4 was not negotiated"):
         p.a.driver.transmit(pkt.frame, TxMeta(1448, 34, 16))
     assert got == [] and p.a.device.counters.tx_chains == 0
+
+
+@pytest.mark.parametrize(("profile", "sent"), [("strict", 0), ("linux", 21), ("qemu", 21)])
+def test_profiles_differ_on_segments_over_the_mtu(profile: str, sent: int) -> None:
+    """The driver breaks §5.1.4.2; every profile records it, only strict drops it (a Linux
+    tap or QEMU segment at gso_size whatever the MTU)."""
+    p, got = pair(profile)
+    send(p, tcp_packet(30000, ipv6=True, mss=1448))
+    assert p.a.device.counters.tx_frames == sent
+    # the peer's device takes nothing over its MTU either: only the short last segment
+    # gets through (§5.1.4.1)
+    assert len(got) == min(sent, 1)
+    assert p.b.device.counters.drops == ({"rx-oversize": sent - 1} if sent else {})
+    (rec,) = [r for r in p.a.monitor.records if r.rule == "tx-segment-exceeds-mtu"]
+    assert rec.action == ("dropped" if profile == "strict" else "allowed")
