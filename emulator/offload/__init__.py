@@ -1,5 +1,7 @@
-"""The device's transmit offload engines: checksum completion and segmentation (TSO4,
-TSO6 with extension headers, ECN, USO, UFO) with header validation by device profile.
+"""The device's offload engines: on transmit, checksum completion and segmentation
+(TSO4, TSO6 with extension headers, ECN, USO, UFO) with header validation by device
+profile; on receive, GRO-like coalescing (:class:`Coalescer`), the inverse of
+segmentation.
 
 ``segment(frame, hdr, profile)`` returns the frames to put on the wire;
 ``segment_packet`` the same plus the notes the conformance monitor records;
@@ -14,6 +16,7 @@ from emulator.offload.checksum import (
     classify_seed,
     complete_checksum,
 )
+from emulator.offload.coalesce import CoalesceConfig, Coalesced, Coalescer
 from emulator.offload.rules import RULES, Note, OffloadError, Rule
 from emulator.offload.segment import SegmentResult, segment, segment_packet
 
@@ -22,6 +25,9 @@ __all__ = [
     "OTHER",
     "RULES",
     "ZERO_LENGTH",
+    "CoalesceConfig",
+    "Coalesced",
+    "Coalescer",
     "Note",
     "OffloadError",
     "Rule",
