@@ -51,6 +51,7 @@ class Host:
         self.mmio = MmioTransport(self.core)
         self.driver = VirtioNetDriver(self.mmio, self.memory, config.driver)
         self.core.on_interrupt = self._interrupt
+        self.device.call_later = loop.call_later
         self.on_frames: Callable[[list[RxFrame]], None] | None = None
         self._irq_pending = False
 

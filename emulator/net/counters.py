@@ -29,6 +29,10 @@ class NetCounters:
     rx_chains: int = 0
     rx_descriptors: int = 0
     rx_notifications: int = 0
+    rx_coalesced: int = 0
+    """Packets placed for the driver that were coalesced from several wire frames."""
+    rx_coalesced_segments: int = 0
+    """Wire frames merged into those packets."""
     interrupts: int = 0
     """Used buffer interrupts raised."""
     interrupts_suppressed: int = 0

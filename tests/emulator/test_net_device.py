@@ -134,7 +134,8 @@ def bench() -> Bench:
 def test_default_config_offers_what_is_implemented() -> None:
     expected = FeatureSet.of(F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
                              F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO,
-                             F.HOST_USO)
+                             F.HOST_USO, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6,
+                             F.GUEST_ECN)
     assert expected == IMPLEMENTED
     net = NetDevice()
     assert net.offered_features() == IMPLEMENTED
@@ -689,7 +690,7 @@ def test_counters_as_dict_is_json_ready_and_sorted() -> None:
         "tx_frames", "tx_bytes", "tx_chains", "tx_descriptors", "tx_notifications",
         "tx_packets", "tx_gso_packets", "tx_csum_offloads",
         "rx_frames", "rx_bytes", "rx_chains", "rx_descriptors", "rx_notifications",
-        "interrupts", "interrupts_suppressed", "config_interrupts", "drops", "tx_notes",
+        "rx_coalesced", "rx_coalesced_segments", "interrupts", "interrupts_suppressed", "config_interrupts", "drops", "tx_notes",
         "tx_seeds"]
     drops = d["drops"]
     assert isinstance(drops, dict)
