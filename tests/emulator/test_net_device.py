@@ -690,8 +690,8 @@ def test_counters_as_dict_is_json_ready_and_sorted() -> None:
         "tx_frames", "tx_bytes", "tx_chains", "tx_descriptors", "tx_notifications",
         "tx_packets", "tx_gso_packets", "tx_csum_offloads",
         "rx_frames", "rx_bytes", "rx_chains", "rx_descriptors", "rx_notifications",
-        "rx_coalesced", "rx_coalesced_segments", "interrupts", "interrupts_suppressed", "config_interrupts", "drops", "tx_notes",
-        "tx_seeds"]
+        "rx_coalesced", "rx_coalesced_segments", "interrupts", "interrupts_suppressed",
+        "config_interrupts", "drops", "tx_notes", "tx_seeds"]
     drops = d["drops"]
     assert isinstance(drops, dict)
     assert drops == {"a": 1, "z": 2}
