@@ -76,7 +76,7 @@ SUPPORTED = DEFAULT_WANTED | FeatureSet.of(
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO, F.GUEST_HDRLEN,
     # RX offloads: buffers are sized for big packets, header flags are passed up.
     F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_UFO, F.GUEST_USO4,
-    F.GUEST_USO6,
+    F.GUEST_USO6, F.MRG_RXBUF,
     F.SPEED_DUPLEX, F.ACCESS_PLATFORM,
 )
 """Features this driver can operate with. Anything else it is asked for (MRG_RXBUF,
@@ -109,6 +109,11 @@ def check_rx_header(hdr: NetHdr, negotiated: FeatureSet) -> None:
         raise DriverProtocolError(
             f"num_buffers {hdr.num_buffers} without MRG_RXBUF (must be 1)",
             rule="rx-num-buffers-not-one", section=spec.NET_RX_DEVICE,
+        )
+    if hdr.num_buffers == 0:
+        raise DriverProtocolError(
+            "num_buffers 0 (a packet takes at least its first buffer)",
+            rule="rx-num-buffers-zero", section=spec.NET_RX_DEVICE,
         )
     if F.GUEST_CSUM not in negotiated and hdr.flags:
         raise DriverProtocolError(
@@ -331,7 +336,7 @@ class VirtioNetDriver:
                     f"{self.header_size}-byte header"
                 )
             return size
-        if self.negotiated & BIG_RX_FEATURES:
+        if self.negotiated & BIG_RX_FEATURES and F.MRG_RXBUF not in self.negotiated:
             return self.header_size + BIG_PACKET
         return self.header_size + max(self.mtu, DEFAULT_MTU) + LINK_OVERHEAD
 
@@ -525,8 +530,8 @@ class VirtioNetDriver:
                 slot, length = entry
                 assert isinstance(slot, int)
                 self.counters.used_reaped += 1
-                self._deliver_rx(slot, length)
                 returned.append(slot)
+                self._deliver_rx(slot, length, returned)
             if returned:
                 for slot in returned:
                     self._add_rx_buffer(slot)
@@ -539,13 +544,34 @@ class VirtioNetDriver:
             rx.disable_interrupts()
         rx.enable_interrupts()
 
+    def _merge_buffers(self, count: int, returned: list[int]) -> bytes:
+        """The data of the next ``count`` used buffers of a mergeable packet."""
+        rx = self._rx
+        assert rx is not None
+        parts: list[bytes] = []
+        for i in range(count):
+            entry = rx.get_used()
+            if entry is None:
+                raise DriverProtocolError(
+                    f"num_buffers says {count + 1} buffers, the used ring has {i + 1}",
+                    rule="rx-num-buffers-beyond-used", section=spec.NET_RX_DEVICE,
+                )
+            slot, length = entry
+            assert isinstance(slot, int)
+            self.counters.used_reaped += 1
+            returned.append(slot)
+            parts.append(self.memory.read(self._rx_pool + slot * self.rx_buffer_size, length))
+        return b"".join(parts)
+
     def _add_rx_buffer(self, slot: int) -> None:
         rx = self._rx
         assert rx is not None
         rx.add([], [(self._rx_pool + slot * self.rx_buffer_size, self.rx_buffer_size)], slot)
 
-    def _deliver_rx(self, slot: int, length: int) -> None:
-        """Turn one used RX buffer into an :class:`RxFrame`, or record why not."""
+    def _deliver_rx(self, slot: int, length: int, returned: list[int]) -> None:
+        """Turn a used RX buffer — with MRG_RXBUF, and the ``num_buffers - 1`` used
+        buffers after it (§5.1.6.4) — into an :class:`RxFrame`, or record why not. The
+        slots of the extra buffers are appended to ``returned`` for refilling."""
         hs = self.header_size
         addr = self._rx_pool + slot * self.rx_buffer_size
         try:
@@ -561,10 +587,17 @@ class VirtioNetDriver:
             self.errors.append(err)
             self.counters.drop(err.rule)
             return
-        if length == hs:
+        data = self.memory.read(addr + hs, length - hs)
+        if hdr.num_buffers > 1:
+            try:
+                data += self._merge_buffers(hdr.num_buffers - 1, returned)
+            except DriverProtocolError as err:
+                self.errors.append(err)
+                self.counters.drop(err.rule)
+                return
+        if not data:
             self.counters.drop("rx-empty-frame")
             return
-        data = self.memory.read(addr + hs, length - hs)
         partial = hdr.needs_csum
         self._received.append(RxFrame(
             data=data,

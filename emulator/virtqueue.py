@@ -145,13 +145,13 @@ class DeviceQueue:
         self.used_idx = start_idx & U16_MASK
         self.geometry = SplitRingGeometry(size) if size > 0 else SplitRingGeometry(1)
         self._signalled_used = self.used_idx
-        self._can_unpop = False
+        self._unpoppable = 0
 
     def set_base(self, idx: int) -> None:
         """Move both indices to ``idx`` (vhost-user SET_VRING_BASE; tests start near
         65535 to exercise the wrap-around)."""
         self.last_avail_idx = self.used_idx = self._signalled_used = idx & U16_MASK
-        self._can_unpop = False
+        self._unpoppable = 0
 
     def __repr__(self) -> str:
         return (
@@ -227,16 +227,19 @@ class DeviceQueue:
             raise self._error(f"ring unreadable: {err}", "ring-out-of-memory",
                               spec.SPLIT_VIRTQUEUES) from None
         self.last_avail_idx = (self.last_avail_idx + 1) & U16_MASK
-        self._can_unpop = True
+        self._unpoppable += 1
         return chain
 
-    def unpop(self) -> None:
-        """Give the last popped chain back (QEMU ``virtqueue_unpop``): the next
-        :meth:`pop` returns it again."""
-        if not self._can_unpop:
-            raise ValueError("unpop without a preceding pop")
-        self.last_avail_idx = (self.last_avail_idx - 1) & U16_MASK
-        self._can_unpop = False
+    def unpop(self, count: int = 1) -> None:
+        """Give the last ``count`` popped chains back (QEMU ``virtqueue_unpop``, as a
+        mergeable receive does when the buffers run out mid-packet): the next
+        :meth:`pop` returns them again. Only chains popped since the last
+        :meth:`push_used` can be given back."""
+        if not 0 < count <= self._unpoppable:
+            raise ValueError(f"unpop of {count} chains, {self._unpoppable} popped since the "
+                             "last push_used")
+        self.last_avail_idx = (self.last_avail_idx - count) & U16_MASK
+        self._unpoppable -= count
 
     def _walk(self, memory: GuestMemory, head: int) -> Chain:
         size = self.size
@@ -344,7 +347,7 @@ class DeviceQueue:
         except GuestMemoryError as err:
             raise self._error(f"used ring unwritable: {err}", "ring-out-of-memory",
                               spec.USED_RING) from None
-        self._can_unpop = False
+        self._unpoppable = 0
 
     def needs_interrupt(self, memory: GuestMemory) -> bool:
         """Whether the used entries pushed since the previous call need a used buffer

@@ -42,6 +42,7 @@ from virtio.constants import (
 from virtio.errors import DeviceProtocolError, GuestMemoryError, RingError, WireError
 from virtio.features import FeatureSet, Level, Violation, net_hdr_size
 from virtio.layouts import NET_CONFIG
+from virtio.memory import GuestMemory
 from virtio.net_hdr import NetHdr
 
 F = FeatureBit
@@ -50,11 +51,13 @@ _RX_PLAIN = NetHdr()
 IMPLEMENTED = FeatureSet.of(
     F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO,
-    F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN,
+    F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.MRG_RXBUF,
 )
 """What this device can do today (§5.1.3): transmit checksum offload and segmentation;
 on receive, checksum verification (DATA_VALID) and TCP coalescing into big buffers."""
 
+MAX_NUM_BUFFERS = 0xFFFF
+"""num_buffers is a le16 (§5.1.6)."""
 RX_OFFLOADS = FeatureSet.of(F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN)
 GRO_FLUSH_NS = 100_000
 """How long received segments may be held for coalescing before they go to the driver
@@ -485,19 +488,17 @@ class NetDevice:
         counters.drop("rx-ring-error")
         return False
 
-    def _place(self, core: DeviceCore, q: DeviceQueue, frame: bytes, hdr: NetHdr) -> bool:
-        counters = self.counters
-        memory = core.memory
+    def _pop_rx(self, q: DeviceQueue, memory: GuestMemory) -> Chain | None:
+        """The next receive buffer. Out of buffers: ask for the refill notification,
+        then re-check, so a buffer added in between is not missed (§2.7.10; vhost-net
+        handle_rx)."""
         chain = q.pop(memory)
         if chain is None:
-            # Out of buffers: ask for the refill notification, then re-check, so a
-            # buffer added in between is not missed (§2.7.10; vhost-net handle_rx).
             q.enable_notifications(memory)
             self._rx_kick_wanted = True
             chain = q.pop(memory)
             if chain is None:
-                counters.drop("rx-no-buffer")
-                return False
+                return None
         if self._rx_kick_wanted:
             q.disable_notifications(memory)
             self._rx_kick_wanted = False
@@ -507,24 +508,55 @@ class NetDevice:
                 rule="rx-chain-not-writable", section=spec.NET_RX_BUFFERS,
                 queue=self.RX_QUEUE, descriptor=chain.head,
             )
+        return chain
+
+    def _place(self, core: DeviceCore, q: DeviceQueue, frame: bytes, hdr: NetHdr) -> bool:
+        """Header and frame into receive buffers (§5.1.6.4): one buffer, or with
+        MRG_RXBUF as many as it takes, every one but the last filled completely and
+        ``num_buffers`` in the first header (§5.1.6.4.1)."""
+        counters = self.counters
+        memory = core.memory
         hsize = self.header_size()
         need = hsize + len(frame)
-        if chain.writable_len < need:
-            q.unpop()
+        mergeable = F.MRG_RXBUF in self.negotiated
+        chains: list[Chain] = []
+        room = 0
+        while room < need and len(chains) < MAX_NUM_BUFFERS:
+            chain = self._pop_rx(q, memory)
+            if chain is None:
+                break
+            chains.append(chain)
+            room += chain.writable_len
+            if not mergeable:
+                break
+        if room < need:
+            if chains:
+                q.unpop(len(chains))
+            if mergeable or not chains:
+                # nothing (or not enough) posted: wait for the refill notification
+                if chains:
+                    q.enable_notifications(memory)
+                    self._rx_kick_wanted = True
+                counters.drop("rx-no-buffer")
+                return False
             counters.drop("rx-buffer-too-small")
             self._violation("rx-buffer-too-small", spec.NET_RX_BUFFERS_DRIVER,
-                            f"receive buffer of {chain.writable_len} bytes cannot hold a "
-                            f"{len(frame)}-byte frame and its {hsize}-byte header",
-                            action="dropped", queue=self.RX_QUEUE, descriptor=chain.head)
+                            f"receive buffer of {chains[0].writable_len} bytes cannot hold "
+                            f"a {len(frame)}-byte frame and its {hsize}-byte header",
+                            action="dropped", queue=self.RX_QUEUE,
+                            descriptor=chains[0].head)
             return False
-        # §5.1.6.4.1: without MRG_RXBUF num_buffers is 1 (the 10-byte legacy header has
+        # §5.1.6.4.1: num_buffers is 1 without MRG_RXBUF (the 10-byte legacy header has
         # none); flags and gso fields as the coalescer decided (all 0 without offloads).
-        header = hdr.with_(num_buffers=1).emit(hsize)
-        chain.write(memory, header)
-        chain.write(memory, frame, hsize)
-        q.push_used(memory, chain.head, need)
-        counters.rx_chains += 1
-        counters.rx_descriptors += chain.descriptors
+        data = memoryview(hdr.with_(num_buffers=len(chains)).emit(hsize) + frame)
+        pos = 0
+        for chain in chains:
+            n = min(chain.writable_len, need - pos)
+            chain.write(memory, data[pos:pos + n])
+            q.push_used(memory, chain.head, n)
+            pos += n
+            counters.rx_chains += 1
+            counters.rx_descriptors += chain.descriptors
         counters.rx_frames += 1
         counters.rx_bytes += len(frame)
         self._signal(core, q)

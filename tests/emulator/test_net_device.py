@@ -135,7 +135,7 @@ def test_default_config_offers_what_is_implemented() -> None:
     expected = FeatureSet.of(F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
                              F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO,
                              F.HOST_USO, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6,
-                             F.GUEST_ECN)
+                             F.GUEST_ECN, F.MRG_RXBUF)
     assert expected == IMPLEMENTED
     net = NetDevice()
     assert net.offered_features() == IMPLEMENTED
@@ -145,7 +145,7 @@ def test_default_config_offers_what_is_implemented() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"offered": FeatureSet.of(F.VERSION_1, F.MRG_RXBUF)},
+    [{"offered": FeatureSet.of(F.VERSION_1, F.CTRL_VQ)},
      {"offered": FeatureSet.of(F.VERSION_1, F.HOST_TSO4)}, {"profile": "vmware"},
      {"mac": b"\x00" * 5},
      {"mtu": 67}, {"mtu": 65536}, {"queue_size_max": 12}, {"queue_size_max": 65536}],

@@ -104,3 +104,37 @@ def test_a_bad_checksum_is_not_marked_valid() -> None:
     (rx,) = got
     assert rx.data == bytes(frame)
     assert not rx.csum_verified and not rx.csum_partial
+
+
+def test_mergeable_buffers_carry_a_coalesced_packet_in_many_small_buffers() -> None:
+    """§5.1.6.4: with MRG_RXBUF the 64 KB packet spans num_buffers small buffers, every
+    one but the last full; the driver joins them."""
+    p, got, wire = pair(GRO.with_(F.MRG_RXBUF))
+    size = p.b.driver.rx_buffer_size
+    assert size == 12 + 1500 + 18  # small buffers despite GUEST_TSO
+    send_tso(p, 64000)
+    (rx,) = got
+    assert rx.segment_size == 1448 and len(rx.data) == 64054
+    used = -(-(12 + 64054) // size)  # buffers the packet needs
+    dev = p.b.device.counters
+    assert (dev.rx_frames, dev.rx_chains, dev.rx_coalesced_segments) == (1, used, 45)
+    hdr = NetHdr(flags=NetHdrFlag.NEEDS_CSUM, gso_type=GsoType.TCPV4, gso_size=1448,
+                 hdr_len=54, csum_start=34, csum_offset=16)
+    assert segment(rx.data, hdr, STRICT) == wire
+    assert p.b.driver.errors == [] and p.b.driver.counters.rx_refills == used
+
+
+def test_mergeable_packet_larger_than_the_posted_buffers_is_dropped_and_counted() -> None:
+    # 8 buffers of 1530 bytes cannot take a 64 KB packet: the device gives them back
+    # (unpop) and counts the drop; the next packets still get through.
+    dev = NetDeviceConfig()
+    p = make_pair(EventLoop(), a=HostConfig("a", SRC_MAC, 16 * MIB, dev, DriverConfig()),
+                  b=HostConfig("b", DST_MAC, 16 * MIB, dev,
+                               DriverConfig(wanted=GRO.with_(F.MRG_RXBUF), queue_size=8)))
+    got: list[RxFrame] = []
+    p.b.on_frames = got.extend
+    send_tso(p, 64000)
+    assert got == []
+    assert p.b.device.counters.drops == {"rx-no-buffer": 1}
+    send_tso(p, 5000)  # 4 segments, coalesced into one packet of 4 buffers
+    assert len(got) == 1 and len(got[0].data) == 5054
