@@ -1,11 +1,13 @@
 """The virtio network device (§5.1): one receive and one transmit queue.
 
 TX (§5.1.6.2): on a notification the device pops every available chain, checks the
-virtio_net_hdr against the negotiated features, hands the frame (without the header) to
-its backend and returns the chain with used length 0. RX (§5.1.6.4): a frame from the
-backend goes into the next receive buffer after a header (no offloads yet: flags 0,
-gso NONE, num_buffers 1). Header rules the driver breaks are recorded in the monitor and
-counted as drops; ring rules it breaks put the device in DEVICE_NEEDS_RESET.
+virtio_net_hdr against the negotiated features and its profile, completes checksums and
+segments (emulator/offload), hands the frames to its backend and returns the chain with
+used length 0. RX (§5.1.6.4): a frame from the backend is checksum-verified and coalesced
+as the negotiated GUEST_ features allow, then written after its header into one receive
+buffer, or with MRG_RXBUF into as many as it needs. Header rules the driver breaks are
+recorded in the monitor and counted as drops; ring rules it breaks put the device in
+DEVICE_NEEDS_RESET.
 """
 
 from __future__ import annotations
