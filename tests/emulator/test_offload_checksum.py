@@ -23,6 +23,7 @@ from emulator.offload import (
     segment_packet,
 )
 from emulator.profiles import LINUX, QEMU, STRICT, Action
+from tests.reference import rfc1071_sum
 from virtio.constants import NetHdrFlag
 from virtio.net_hdr import NetHdr
 
@@ -32,17 +33,6 @@ SRC6 = bytes.fromhex("fe800000000000000000000000000001")
 DST6 = bytes.fromhex("fe800000000000000000000000000002")
 FINAL6 = bytes.fromhex("20010db8000000000000000000000042")
 NEEDS = int(NetHdrFlag.NEEDS_CSUM)
-
-
-def rfc1071_sum(data: bytes) -> int:
-    """RFC 1071 §4.1, the reference C loop, transcribed."""
-    if len(data) % 2:
-        data += b"\0"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += (data[i] << 8) | data[i + 1]
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
 
 
 def pseudo(src: bytes, dst: bytes, proto: int, length: int) -> bytes:

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from emulator.offload import OffloadError, SegmentResult, segment, segment_packet
 from emulator.profiles import LINUX, PROFILES, QEMU, STRICT, Action, Profile
+from tests.reference import rfc1071_loop, rfc1071_sum
 from virtio.constants import GSO_ECN, GsoType, NetHdrFlag
 from virtio.net_hdr import NetHdr
 
@@ -29,26 +30,6 @@ NEEDS_CSUM = int(NetHdrFlag.NEEDS_CSUM)
 
 
 # --- an independent reference ------------------------------------------------------------
-
-
-def rfc1071_loop(data: bytes) -> int:
-    """RFC 1071 §4.1, the reference C loop, transcribed."""
-    if len(data) % 2:
-        data += b"\0"
-    total = 0
-    for i in range(0, len(data), 2):
-        total += (data[i] << 8) | data[i + 1]
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def rfc1071_sum(data: bytes) -> int:
-    """The same sum for long buffers: the buffer as one big-endian integer is congruent to
-    the sum of its 16-bit words modulo 0xFFFF (RFC 1071 §2(C), deferred carries)."""
-    if len(data) < 256:
-        return rfc1071_loop(data)
-    value = int.from_bytes(data + b"\0" * (len(data) % 2), "big")
-    return 0 if value == 0 else (value - 1) % 0xFFFF + 1
 
 
 @given(st.binary(max_size=2000))
