@@ -200,14 +200,7 @@ def _locate_plain_v4(frame: bytes | bytearray | memoryview, n: int) -> Layout | 
     lay.l4_proto = proto
     lay.l4_off = l4
     lay.l4_hdr_len = lay.tcp_flags = lay.tcp_seq = lay.udp_len = 0
-    if proto == _TCP:
-        if l4 + _TCP_HLEN <= n:
-            lay.tcp_seq = _U32.unpack_from(frame, l4 + _TCP_SEQ)[0]
-            lay.tcp_flags = frame[l4 + _TCP_FLAGS]
-            lay.l4_hdr_len = (frame[l4 + _TCP_DOFF] >> 4) * 4
-    elif proto == _UDP and l4 + _UDP_HLEN <= n:
-        lay.l4_hdr_len = _UDP_HLEN
-        lay.udp_len = _U16.unpack_from(frame, l4 + _UDP_LEN)[0]
+    _locate_l4(frame, lay)
     return lay
 
 
