@@ -165,6 +165,36 @@ class NetStatus(IntFlag):
     ANNOUNCE = 2
 
 
+class HashType(IntFlag):
+    """Hash types a device supports and a driver enables (supported_hash_types, RSS and
+    hash configuration), §5.1.6.4.3.1."""
+
+    IPV4 = 1 << 0
+    TCPV4 = 1 << 1
+    UDPV4 = 1 << 2
+    IPV6 = 1 << 3
+    TCPV6 = 1 << 4
+    UDPV6 = 1 << 5
+    IP_EX = 1 << 6
+    TCP_EX = 1 << 7
+    UDP_EX = 1 << 8
+
+
+class HashReport(IntEnum):
+    """virtio_net_hdr.hash_report: which hash the device calculated, §5.1.6.4.4."""
+
+    NONE = 0
+    IPV4 = 1
+    TCPV4 = 2
+    UDPV4 = 3
+    IPV6 = 4
+    TCPV6 = 5
+    UDPV6 = 6
+    IPV6_EX = 7
+    TCPV6_EX = 8
+    UDPV6_EX = 9
+
+
 class InterruptStatus(IntFlag):
     """MMIO InterruptStatus / InterruptACK bits, §4.2.2."""
 
@@ -229,6 +259,8 @@ SECTIONS: dict[type, spec.Section] = {
     NetHdrFlag: spec.NET_OPERATION,
     GsoType: spec.NET_OPERATION,
     NetStatus: spec.NET_CONFIG,
+    HashType: spec.NET_HASH_TYPES,
+    HashReport: spec.NET_HASH_REPORT,
     InterruptStatus: spec.MMIO_REGISTERS,
     DeviceId: spec.Section("5", "Device Types"),
     MmioReg: spec.MMIO_REGISTERS,

@@ -17,9 +17,11 @@ class Section:
 
     number: str
     title: str
+    version: str = "1.2"
+    """The spec version the number belongs to: 1.2 unless the section is newer."""
 
     def __str__(self) -> str:
-        return f"virtio-v1.2 §{self.number} {self.title}"
+        return f"virtio-v{self.version} §{self.number} {self.title}"
 
 
 # Basic facilities (chapter 2)
@@ -80,3 +82,67 @@ NET_RX_DEVICE = Section(
     "5.1.6.4.1", "Network Device: Device Requirements: Processing of Incoming Packets"
 )
 NET_CTRL = Section("5.1.6.5", "Network Device: Control Virtqueue")
+NET_RX_DRIVER = Section(
+    "5.1.6.4.2", "Network Device: Driver Requirements: Processing of Incoming Packets"
+)
+NET_HASH = Section("5.1.6.4.3", "Network Device: Hash calculation for incoming packets")
+NET_HASH_TYPES = Section("5.1.6.4.3.1", "Network Device: Supported/enabled hash types")
+NET_HASH_IPV4 = Section("5.1.6.4.3.2", "Network Device: IPv4 packets")
+NET_HASH_IPV6 = Section("5.1.6.4.3.3", "Network Device: IPv6 packets without extension header")
+NET_HASH_IPV6_EX = Section("5.1.6.4.3.4", "Network Device: IPv6 packets with extension header")
+NET_HASH_REPORT = Section("5.1.6.4.4", "Network Device: Hash reporting for incoming packets")
+NET_CTRL_RX = Section("5.1.6.5.1", "Network Device: Packet Receive Filtering")
+NET_CTRL_RX_DEVICE = Section(
+    "5.1.6.5.1.1", "Network Device: Device Requirements: Packet Receive Filtering"
+)
+NET_CTRL_RX_DRIVER = Section(
+    "5.1.6.5.1.2", "Network Device: Driver Requirements: Packet Receive Filtering"
+)
+NET_CTRL_MAC = Section("5.1.6.5.2", "Network Device: Setting MAC Address Filtering")
+NET_CTRL_MAC_DEVICE = Section(
+    "5.1.6.5.2.1", "Network Device: Device Requirements: Setting MAC Address Filtering"
+)
+NET_CTRL_MAC_DRIVER = Section(
+    "5.1.6.5.2.2", "Network Device: Driver Requirements: Setting MAC Address Filtering"
+)
+NET_CTRL_VLAN = Section("5.1.6.5.3", "Network Device: VLAN Filtering")
+NET_CTRL_ANNOUNCE = Section("5.1.6.5.4", "Network Device: Gratuitous Packet Sending")
+NET_CTRL_ANNOUNCE_DRIVER = Section(
+    "5.1.6.5.4.1", "Network Device: Driver Requirements: Gratuitous Packet Sending"
+)
+NET_CTRL_ANNOUNCE_DEVICE = Section(
+    "5.1.6.5.4.2", "Network Device: Device Requirements: Gratuitous Packet Sending"
+)
+NET_MQ = Section("5.1.6.5.5", "Network Device: Device operation in multiqueue mode")
+NET_MQ_STEERING = Section(
+    "5.1.6.5.6", "Network Device: Automatic receive steering in multiqueue mode"
+)
+NET_MQ_STEERING_DRIVER = Section(
+    "5.1.6.5.6.1",
+    "Network Device: Driver Requirements: Automatic receive steering in multiqueue mode",
+)
+NET_MQ_STEERING_DEVICE = Section(
+    "5.1.6.5.6.2",
+    "Network Device: Device Requirements: Automatic receive steering in multiqueue mode",
+)
+NET_MQ_HASH = Section("5.1.6.5.6.4", "Network Device: Hash calculation")
+NET_RSS = Section("5.1.6.5.7", "Network Device: Receive-side scaling (RSS)")
+NET_RSS_SET = Section("5.1.6.5.7.1", "Network Device: Setting RSS parameters")
+NET_RSS_DRIVER = Section(
+    "5.1.6.5.7.2", "Network Device: Driver Requirements: Setting RSS parameters"
+)
+NET_RSS_DEVICE = Section("5.1.6.5.7.3", "Network Device: Device Requirements: RSS processing")
+NET_CTRL_OFFLOADS = Section("5.1.6.5.8", "Network Device: Offloads State Configuration")
+NET_CTRL_OFFLOADS_SET = Section("5.1.6.5.8.1", "Network Device: Setting Offloads State")
+NET_CTRL_OFFLOADS_DRIVER = Section(
+    "5.1.6.5.8.2", "Network Device: Driver Requirements: Setting Offloads State"
+)
+
+# Added after 1.2: numbered as in virtio-v1.3 (oasis-tcs/virtio-spec tag v1.3-wd02)
+NET_NOTF_COAL = Section("5.1.6.5.9", "Network Device: Notifications Coalescing", "1.3")
+NET_NOTF_COAL_DRIVER = Section(
+    "5.1.6.5.9.5", "Network Device: Driver Requirements: Notifications Coalescing", "1.3"
+)
+NET_NOTF_COAL_DEVICE = Section(
+    "5.1.6.5.9.6", "Network Device: Device Requirements: Notifications Coalescing", "1.3"
+)
