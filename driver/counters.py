@@ -26,6 +26,12 @@ class DriverCounters:
     interrupts: int = 0
     config_interrupts: int = 0
     used_reaped: int = 0
+    ctrl_commands: int = 0
+    """Control commands the device answered."""
+    ctrl_errors: int = 0
+    """Of those, answered VIRTIO_NET_ERR."""
+    announces: int = 0
+    """Announcements the device asked for (GUEST_ANNOUNCE) and the driver acked."""
     drops: dict[str, int] = field(default_factory=dict)
 
     def drop(self, reason: str) -> None:

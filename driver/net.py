@@ -1,7 +1,9 @@
 """The virtio-net driver (virtio-v1.2 §5.1 Network Device) over virtio-mmio.
 
-It implements :class:`stack.device.NetworkDevice`: one receive queue (0) and one transmit
-queue (1), buffers from one pool per queue allocated at :meth:`VirtioNetDriver.probe`,
+It implements :class:`stack.device.NetworkDevice`: ``queue_pairs`` receive/transmit queue
+pairs (receiveqN = 2(N-1), transmitqN = 2(N-1)+1, §5.1.2) served by driver/rx.py and
+driver/tx.py, a control virtqueue (driver/control.py) when CTRL_VQ is negotiated,
+buffers from one pool per queue allocated at :meth:`VirtioNetDriver.probe`,
 interrupt-driven or polled completion.
 
 The device is untrusted. Whatever it writes that breaks the spec is a
@@ -15,11 +17,17 @@ id not in flight, used length beyond the buffer, used idx jumping) marks the dri
 from __future__ import annotations
 
 import itertools
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from driver.bus import RegisterBus
+from driver.control import BUFFER_SIZE as CTRL_BUFFER_SIZE
+from driver.control import ControlChannel
 from driver.counters import DriverCounters
+from driver.rx import RX_GSO_FEATURES, RxPath, check_rx_header
 from driver.transport import MmioDriverTransport
+from driver.tx import TxPath
 from driver.tx_header import PLAIN, build_tx_header
 from driver.virtqueue import DriverQueue
 from stack.device import DeviceCapabilities, RxFrame, TxMeta
@@ -29,21 +37,48 @@ from virtio.constants import (
     MAX_QUEUE_SIZE,
     DeviceId,
     FeatureBit,
-    GsoType,
+    HashType,
     InterruptStatus,
     NetStatus,
     Status,
+)
+from virtio.ctrl import (
+    MQ_VQ_PAIRS_MAX,
+    Ack,
+    AnnounceCmd,
+    CtrlClass,
+    HashConfig,
+    MacCmd,
+    MacTable,
+    MqCmd,
+    NotfCoal,
+    NotfCoalCmd,
+    OffloadsCmd,
+    RssConfig,
+    RxCmd,
+    VlanCmd,
+    command_allowed,
+    command_name,
+    encode_mac,
+    encode_offloads,
+    encode_rx_mode,
+    encode_vlan,
+    encode_vq_pairs,
 )
 from virtio.errors import (
     DeviceConfigError,
     DriverProtocolError,
     NegotiationFailed,
-    OutOfGuestMemory,
 )
 from virtio.features import FeatureSet, Violation, negotiate, net_hdr_size
 from virtio.layouts import NET_CONFIG
 from virtio.memory import GuestMemory
 from virtio.net_hdr import NetHdr
+
+__all__ = [
+    "BIG_PACKET", "DEFAULT_WANTED", "MAX_GSO_FRAME", "RX_GSO_FEATURES", "SUPPORTED",
+    "DriverConfig", "VirtioNetDriver", "check_rx_header", "local_mac",
+]
 
 F = FeatureBit
 
@@ -64,33 +99,47 @@ MAX_GSO_FRAME = 0xFFFF + LINK_OVERHEAD
 Ethernet header and one VLAN tag (no BIG TCP yet)."""
 MAX_REAP_ROUNDS = 1024
 """Bound on process / re-enable / re-check rounds in one interrupt (§2.7.14)."""
+RSS_KEY = bytes.fromhex(
+    "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa"
+)
+"""The RSS key the driver programs by default (Microsoft's verification key, so hashes
+can be checked against published vectors); DriverConfig.rss_key overrides it."""
+MULTIQUEUE = FeatureSet.of(F.MQ, F.RSS)
+ALL_HASH_TYPES = HashType(0x1FF)
+"""Every hash type of §5.1.6.4.3.1."""
 
 DEFAULT_WANTED = FeatureSet.of(
     F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_USO,
+    F.CTRL_VQ, F.CTRL_RX, F.CTRL_MAC_ADDR, F.GUEST_ANNOUNCE, F.MQ, F.CTRL_GUEST_OFFLOADS,
+    F.NOTF_COAL,
 )
-"""What the driver asks for by default."""
+"""What the driver asks for by default: the transmit offloads and the control plane
+Linux's virtio_net asks for. Not by default (a driver opts in with DriverConfig.wanted):
+the receive offloads and MRG_RXBUF (they change what the driver receives), CTRL_VLAN
+(with it the device drops tagged frames of VLANs not added), RSS and HASH_REPORT (the
+latter changes the header size to 20)."""
 
-SUPPORTED = DEFAULT_WANTED | FeatureSet.of(
+CONTROL_FEATURES = FeatureSet.of(
+    F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.CTRL_MAC_ADDR, F.GUEST_ANNOUNCE,
+    F.CTRL_GUEST_OFFLOADS, F.MQ, F.RSS, F.HASH_REPORT, F.NOTF_COAL,
+)
+"""The control plane: filters, MAC, VLAN, announcements, offload switching,
+multiqueue (automatic steering and RSS), hash reports, notification coalescing."""
+
+SUPPORTED = DEFAULT_WANTED | CONTROL_FEATURES | FeatureSet.of(
     # TX offloads the driver may accept and simply not use yet.
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO, F.GUEST_HDRLEN,
     # RX offloads: buffers are sized for big packets, header flags are passed up.
     F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_UFO, F.GUEST_USO4,
-    F.GUEST_USO6, F.MRG_RXBUF,
+    F.GUEST_USO6, F.MRG_RXBUF, F.RSC_EXT,
     F.SPEED_DUPLEX, F.ACCESS_PLATFORM,
 )
-"""Features this driver can operate with. Anything else it is asked for (MRG_RXBUF,
-CTRL_VQ, MQ, packed rings...) is dropped at probe with a reason in ``dropped``."""
+"""Features this driver can operate with. Anything else it is asked for (packed rings,
+VQ_NOTF_COAL...) is dropped at probe with a reason in ``dropped``."""
 NOT_IMPLEMENTED = "vnetbench driver: feature not implemented"
 
 BIG_RX_FEATURES = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_USO4, F.GUEST_USO6)
-RX_GSO_FEATURES: dict[int, tuple[FeatureBit, ...]] = {
-    GsoType.TCPV4: (F.GUEST_TSO4,),
-    GsoType.TCPV6: (F.GUEST_TSO6,),
-    GsoType.UDP: (F.GUEST_UFO,),
-    GsoType.UDP_L4: (F.GUEST_USO4, F.GUEST_USO6),
-}
-"""Which feature allows the device to send each gso_type (§5.1.6.4.1)."""
 
 _local_macs = itertools.count(1)
 
@@ -100,41 +149,6 @@ def local_mac() -> bytes:
     bit 0 clear), deterministic per process: 02:76:6e:xx:xx:xx ("vn")."""
     n = next(_local_macs) & 0xFF_FFFF
     return bytes((0x02, 0x76, 0x6E)) + n.to_bytes(3, "big")
-
-
-def check_rx_header(hdr: NetHdr, negotiated: FeatureSet) -> None:
-    """Raise :class:`DriverProtocolError` when a received virtio_net_hdr breaks the
-    device's rules for the negotiated features (§5.1.6.4.1, §5.1.6.3)."""
-    if F.MRG_RXBUF not in negotiated and hdr.num_buffers != 1:
-        raise DriverProtocolError(
-            f"num_buffers {hdr.num_buffers} without MRG_RXBUF (must be 1)",
-            rule="rx-num-buffers-not-one", section=spec.NET_RX_DEVICE,
-        )
-    if hdr.num_buffers == 0:
-        raise DriverProtocolError(
-            "num_buffers 0 (a packet takes at least its first buffer)",
-            rule="rx-num-buffers-zero", section=spec.NET_RX_DEVICE,
-        )
-    if F.GUEST_CSUM not in negotiated and hdr.flags:
-        raise DriverProtocolError(
-            f"flags {hdr.flags:#x} without GUEST_CSUM (must be 0)",
-            rule="rx-flags-without-guest-csum", section=spec.NET_RX_DEVICE,
-        )
-    kind = hdr.gso_kind
-    if kind == GsoType.NONE:
-        return
-    allowed = RX_GSO_FEATURES.get(kind)
-    if allowed is None:
-        raise DriverProtocolError(
-            f"unknown gso_type {hdr.gso_type:#x}",
-            rule="rx-gso-type-unknown", section=spec.NET_RX_DEVICE,
-        )
-    if not any(f in negotiated for f in allowed):
-        raise DriverProtocolError(
-            f"gso_type {GsoType(kind).name} without "
-            f"{' or '.join(f.name for f in allowed)} negotiated",
-            rule="rx-gso-not-negotiated", section=spec.NET_RX_DEVICE,
-        )
 
 
 @dataclass(frozen=True)
@@ -152,6 +166,12 @@ class DriverConfig:
     """Bytes per RX buffer, header included. Default: header + max(mtu, 1500) + 14 + 4,
     at least the 1526 bytes of §5.1.6.3.1 without MRG_RXBUF / GUEST_TSO; with
     GUEST_TSO4/6, UFO or USO negotiated header + 65589 (§5.1.6.3)."""
+    queue_pairs: int = 1
+    """Queue pairs to use when MQ or RSS is negotiated (capped by max_virtqueue_pairs)."""
+    rss_key: bytes = RSS_KEY
+    """Key for RSS_CONFIG / HASH_CONFIG (cut to the device's rss_max_key_size)."""
+    rss_hash_types: HashType = ALL_HASH_TYPES
+    """Hash types to enable (intersected with the device's supported_hash_types)."""
 
     def __post_init__(self) -> None:
         q = self.queue_size
@@ -159,9 +179,24 @@ class DriverConfig:
             raise ValueError(f"queue_size {q} is not a power of two in 1..{MAX_QUEUE_SIZE}")
         if self.rx_buffer_size is not None and self.rx_buffer_size <= 0:
             raise ValueError(f"rx_buffer_size {self.rx_buffer_size} must be positive")
+        if not 1 <= self.queue_pairs <= MQ_VQ_PAIRS_MAX:
+            raise ValueError(f"queue_pairs {self.queue_pairs} is outside 1..{MQ_VQ_PAIRS_MAX}")
 
 
 DEFAULT_CONFIG = DriverConfig()
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """The fields of virtio_net_config the driver uses, read under one generation."""
+
+    mac: bytes
+    status: int
+    max_virtqueue_pairs: int
+    mtu: int
+    rss_max_key_size: int
+    rss_max_indirection_table_length: int
+    supported_hash_types: int
 
 
 class VirtioNetDriver:
@@ -188,16 +223,19 @@ class VirtioNetDriver:
         """The device reported DEVICE_NEEDS_RESET (§2.1.2)."""
         self.errors: list[DriverProtocolError] = []
         self.counters = DriverCounters()
-        self._rx: DriverQueue | None = None
-        self._tx: DriverQueue | None = None
+        self.net_config: NetConfig | None = None
+        self.max_queue_pairs = 1
+        self.queue_pairs = 1
+        """Pairs in use (after VQ_PAIRS_SET / RSS_CONFIG)."""
+        self.rx_paths: list[RxPath] = []
+        self.tx_paths: list[TxPath] = []
+        self.control: ControlChannel | None = None
+        self.on_announce: Callable[[], None] | None = None
+        """Called when the device asks for an announcement (GUEST_ANNOUNCE), before the
+        driver acks it: the stack sends its gratuitous ARP / unsolicited NA here."""
         self.rx_buffer_size = 0
         self.tx_buffer_size = 0
-        self._rx_pool = 0
-        self._tx_pool = 0
-        self._tx_free: list[int] = []
-        self._tx_big: dict[int, int] = {}
-        """TX slot -> a buffer allocated for a packet larger than the slot's."""
-        self._tx_unkicked = 0
+        self._pools: list[int] = []
         self._tx_header = b""
         self._received: list[RxFrame] = []
         self._reaping = False
@@ -206,16 +244,16 @@ class VirtioNetDriver:
     @property
     def rx_queue(self) -> DriverQueue:
         """receiveq1 (queue 0); ``ValueError`` before :meth:`probe`."""
-        if self._rx is None:
+        if not self.rx_paths:
             raise ValueError("no RX queue before probe()")
-        return self._rx
+        return self.rx_paths[0].queue
 
     @property
     def tx_queue(self) -> DriverQueue:
         """transmitq1 (queue 1); ``ValueError`` before :meth:`probe`."""
-        if self._tx is None:
+        if not self.tx_paths:
             raise ValueError("no TX queue before probe()")
-        return self._tx
+        return self.tx_paths[0].queue
 
     @property
     def max_frame(self) -> int:
@@ -230,7 +268,9 @@ class VirtioNetDriver:
         :class:`DeviceConfigError` for a device that is not a virtio-mmio v2 net device
         or has bad configuration, :class:`NegotiationFailed` when FEATURES_OK does not
         stick; in both cases (after the identity check) FAILED is set. Calling it again
-        resets the device and starts over with fresh rings and buffers."""
+        resets the device and starts over with fresh rings and buffers. With MQ / RSS
+        negotiated and more than one pair wanted, multiqueue is switched on through the
+        control queue after DRIVER_OK (§5.1.6.5.6, §5.1.6.5.7)."""
         t = self.transport
         t.check_identity(DeviceId.NET)
         t.reset()
@@ -242,6 +282,7 @@ class VirtioNetDriver:
         except Exception:
             t.fail()
             raise
+        self._start_multiqueue()
 
     def _initialize(self) -> None:
         t = self.transport
@@ -275,47 +316,100 @@ class VirtioNetDriver:
         allocator = memory.allocator
         assert allocator is not None
         event_idx, indirect = F.EVENT_IDX in accepted, F.INDIRECT_DESC in accepted
-        rx = DriverQueue(memory, RX_QUEUE, self._queue_size(RX_QUEUE),
-                         event_idx=event_idx, indirect=indirect)
-        self._rx = rx
-        t.setup_queue(rx)
-        tx = DriverQueue(memory, TX_QUEUE, self._queue_size(TX_QUEUE),
-                         event_idx=event_idx, indirect=indirect)
-        self._tx = tx
-        t.setup_queue(tx)
-
+        multiqueue = bool(accepted & MULTIQUEUE)
+        pairs = min(self.config.queue_pairs, self.max_queue_pairs) if multiqueue else 1
         self.rx_buffer_size = self._default_rx_buffer_size()
-        self._rx_pool = allocator.alloc(rx.size * self.rx_buffer_size, BUFFER_ALIGN)
         self.tx_buffer_size = self.header_size + self.max_frame
-        self._tx_pool = allocator.alloc(tx.size * self.tx_buffer_size, BUFFER_ALIGN)
-        self._tx_free = list(range(tx.size - 1, -1, -1))
-        for slot in range(rx.size):  # §5.1.6.3: keep the receive queue full
-            self._add_rx_buffer(slot)
+
+        def alloc(size: int) -> int:
+            addr = allocator.alloc(size, BUFFER_ALIGN)
+            self._pools.append(addr)
+            return addr
+
+        for pair in range(pairs):  # §5.1.5: the queues are set up before DRIVER_OK
+            rx = DriverQueue(memory, 2 * pair, self._queue_size(2 * pair),
+                             event_idx=event_idx, indirect=indirect)
+            t.setup_queue(rx)
+            self.rx_paths.append(RxPath(
+                rx, alloc(rx.size * self.rx_buffer_size), self.rx_buffer_size,
+                header_size=self.header_size, negotiated=accepted, counters=self.counters,
+                errors=self.errors, memory=memory, notify=t.notify))
+            tx = DriverQueue(memory, 2 * pair + 1, self._queue_size(2 * pair + 1),
+                             event_idx=event_idx, indirect=indirect)
+            t.setup_queue(tx)
+            self.tx_paths.append(TxPath(
+                tx, alloc(tx.size * self.tx_buffer_size), self.tx_buffer_size, memory,
+                self.counters))
+        if F.CTRL_VQ in accepted:
+            index = 2 * self.max_queue_pairs if multiqueue else 2
+            ctrl = DriverQueue(memory, index, min(self._queue_size(index), 64),
+                               event_idx=False, indirect=False)
+            t.setup_queue(ctrl)
+            self.control = ControlChannel(ctrl, alloc(CTRL_BUFFER_SIZE), memory, t.notify)
+        for path in self.rx_paths:
+            path.fill()
 
         t.set_status(Status.DRIVER_OK)
-        if rx.kick_needed():
-            t.notify(RX_QUEUE)
-            self.counters.rx_kicks += 1
+        for path in self.rx_paths:
+            path.kick()
 
     def _read_config(self) -> None:
-        """MAC, link status and MTU from the configuration space (§5.1.4, §5.1.4.2)."""
+        """The configuration space (§5.1.4, §5.1.4.2) read in one go under one
+        ConfigGeneration (§2.5: the fields are consistent with each other)."""
         t, neg = self.transport, self.negotiated
+        raw = t.read_config_bytes(0, NET_CONFIG.size)
+        fields = NET_CONFIG.fmt.unpack(raw)
+        cfg = NetConfig(
+            mac=bytes(fields[0:6]), status=fields[6], max_virtqueue_pairs=fields[7],
+            mtu=fields[8], rss_max_key_size=fields[11],
+            rss_max_indirection_table_length=fields[12], supported_hash_types=fields[13],
+        )
+        self.net_config = cfg
         if F.MAC in neg:
-            self.mac = t.read_config_bytes(NET_CONFIG.offset("mac0"), 6)
+            self.mac = cfg.mac
         else:  # one local address per driver, kept across re-probes
             self._local_mac = self._local_mac or local_mac()
             self.mac = self._local_mac
-        self.link_up = (bool(t.read_config(NET_CONFIG.offset("status"), 2) & NetStatus.LINK_UP)
-                        if F.STATUS in neg else True)
+        self.link_up = bool(cfg.status & NetStatus.LINK_UP) if F.STATUS in neg else True
         self.mtu = DEFAULT_MTU
         if F.MTU in neg:
-            mtu = t.read_config(NET_CONFIG.offset("mtu"), 2)
-            if mtu < MIN_MTU:
+            if cfg.mtu < MIN_MTU:
                 raise DeviceConfigError(
-                    f"config mtu {mtu} is below {MIN_MTU}",
+                    f"config mtu {cfg.mtu} is below {MIN_MTU}",
                     rule="mtu-out-of-range", section=spec.NET_CONFIG_DEVICE,
                 )
-            self.mtu = mtu
+            self.mtu = cfg.mtu
+        self.max_queue_pairs = 1
+        if neg & MULTIQUEUE:
+            pairs = cfg.max_virtqueue_pairs
+            if not 1 <= pairs <= MQ_VQ_PAIRS_MAX:
+                raise DeviceConfigError(
+                    f"config max_virtqueue_pairs {pairs} is outside 1..{MQ_VQ_PAIRS_MAX}",
+                    rule="max-virtqueue-pairs-out-of-range", section=spec.NET_CONFIG_DEVICE,
+                )
+            self.max_queue_pairs = pairs
+
+    def _start_multiqueue(self) -> None:
+        """Switch on the pairs that were set up: RSS_CONFIG when RSS is negotiated (as
+        Linux does, with a round-robin indirection table), else VQ_PAIRS_SET; with
+        HASH_REPORT and no RSS, HASH_CONFIG so the device reports hashes. A device that
+        answers ERR leaves the driver on one pair (§5.1.6.5.6.1: receiveq1/transmitq1
+        only until the command is used)."""
+        neg, cfg = self.negotiated, self.net_config
+        if self.control is None or cfg is None or self.broken:
+            return
+        wanted = len(self.tx_paths)
+        types = HashType(self.config.rss_hash_types & cfg.supported_hash_types)
+        key = self.config.rss_key[:cfg.rss_max_key_size]
+        if F.RSS in neg and wanted > 1:
+            length = 1 << (max(1, cfg.rss_max_indirection_table_length).bit_length() - 1)
+            table = tuple(i % wanted for i in range(min(length, 128)))
+            if self.set_rss(RssConfig(types, table, 0, wanted, key)):
+                return
+        elif F.MQ in neg and wanted > 1:
+            self.set_queue_pairs(wanted)
+        if F.HASH_REPORT in neg and F.RSS not in neg:
+            self.set_hash_config(HashConfig(types, key))
 
     def _queue_size(self, index: int) -> int:
         maximum = self.transport.queue_num_max(index)
@@ -344,17 +438,19 @@ class VirtioNetDriver:
         """Give back rings and pools of a previous probe (the device is reset)."""
         allocator = self.memory.allocator
         assert allocator is not None
-        for q in (self._rx, self._tx):
-            if q is not None:
-                q.release()
-        for pool in (self._rx_pool, self._tx_pool, *self._tx_big.values()):
-            if pool:
-                allocator.free(pool)
-        self._tx_big = {}
-        self._rx = self._tx = None
-        self._rx_pool = self._tx_pool = 0
-        self._tx_free = []
-        self._tx_unkicked = 0
+        for tx in self.tx_paths:
+            tx.release()
+        queues = [p.queue for p in self.rx_paths] + [p.queue for p in self.tx_paths]
+        if self.control is not None:
+            queues.append(self.control.queue)
+        for q in queues:
+            q.release()
+        for pool in self._pools:
+            allocator.free(pool)
+        self._pools = []
+        self.rx_paths, self.tx_paths = [], []
+        self.control = None
+        self.queue_pairs = 1
         self._received = []
 
     def remove(self) -> None:
@@ -362,21 +458,138 @@ class VirtioNetDriver:
         self.transport.reset()
         self._release()
 
+    # control virtqueue, §5.1.6.5
+    def control_command(self, cls: int, cmd: int, data: bytes = b"") -> bool:
+        """Send one command as it is, whether or not its feature was negotiated (tests
+        use this to see the device's error path); True for VIRTIO_NET_OK. A device that
+        breaks the control queue protocol is recorded and gives False."""
+        if self.control is None:
+            raise ValueError("no control queue: CTRL_VQ was not negotiated")
+        if self.broken:
+            return False
+        try:
+            ack = self.control.command(cls, cmd, data)
+        except DriverProtocolError as err:
+            self.errors.append(err)
+            self.counters.drop(err.rule)
+            return False
+        self.counters.ctrl_commands += 1
+        if ack != Ack.OK:
+            self.counters.ctrl_errors += 1
+        return ack == Ack.OK
+
+    def _command(self, cls: int, cmd: int, data: bytes = b"") -> bool:
+        """A command the negotiated features allow (``ValueError`` otherwise: the driver
+        does not send what it did not negotiate, §5.1.6.5)."""
+        if not command_allowed(cls, cmd, self.negotiated):
+            raise ValueError(
+                f"{command_name(cls, cmd)} needs a feature that was not negotiated "
+                f"(negotiated: {self.negotiated.names()})"
+            )
+        return self.control_command(cls, cmd, data)
+
+    def set_rx_mode(self, mode: RxCmd, on: bool) -> bool:
+        """VIRTIO_NET_CTRL_RX: promiscuous, all-multicast (CTRL_RX), all-unicast,
+        no-multicast, no-unicast, no-broadcast (CTRL_RX_EXTRA) (§5.1.6.5.1)."""
+        return self._command(CtrlClass.RX, mode, encode_rx_mode(on))
+
+    def set_mac_table(self, unicast: tuple[bytes, ...], multicast: tuple[bytes, ...]) -> bool:
+        """VIRTIO_NET_CTRL_MAC_TABLE_SET: the addresses the filter accepts besides the
+        device's own (§5.1.6.5.2)."""
+        return self._command(CtrlClass.MAC, MacCmd.TABLE_SET,
+                             MacTable(unicast, multicast).emit())
+
+    def set_mac_address(self, mac: bytes) -> bool:
+        """VIRTIO_NET_CTRL_MAC_ADDR_SET (CTRL_MAC_ADDR, §5.1.6.5.2); the driver then
+        uses ``mac`` as its address."""
+        ok = self._command(CtrlClass.MAC, MacCmd.ADDR_SET, encode_mac(mac))
+        if ok:
+            self.mac = bytes(mac)
+        return ok
+
+    def vlan_add(self, vid: int) -> bool:
+        """VIRTIO_NET_CTRL_VLAN_ADD (CTRL_VLAN, §5.1.6.5.3)."""
+        return self._command(CtrlClass.VLAN, VlanCmd.ADD, encode_vlan(vid))
+
+    def vlan_del(self, vid: int) -> bool:
+        """VIRTIO_NET_CTRL_VLAN_DEL (CTRL_VLAN, §5.1.6.5.3)."""
+        return self._command(CtrlClass.VLAN, VlanCmd.DEL, encode_vlan(vid))
+
+    def set_queue_pairs(self, pairs: int) -> bool:
+        """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (MQ, §5.1.6.5.6): use ``pairs`` of the pairs
+        set up at probe."""
+        if not 1 <= pairs <= len(self.tx_paths):
+            raise ValueError(f"{pairs} pairs: {len(self.tx_paths)} were set up")
+        ok = self._command(CtrlClass.MQ, MqCmd.VQ_PAIRS_SET, encode_vq_pairs(pairs))
+        if ok:
+            self.queue_pairs = pairs
+        return ok
+
+    def set_rss(self, config: RssConfig) -> bool:
+        """VIRTIO_NET_CTRL_MQ_RSS_CONFIG (RSS, §5.1.6.5.7.1); transmit then uses
+        ``max_tx_vq`` queues."""
+        ok = self._command(CtrlClass.MQ, MqCmd.RSS_CONFIG, config.emit())
+        if ok:
+            self.queue_pairs = max(1, min(config.max_tx_vq, len(self.tx_paths)))
+        return ok
+
+    def set_hash_config(self, config: HashConfig) -> bool:
+        """VIRTIO_NET_CTRL_MQ_HASH_CONFIG (HASH_REPORT, §5.1.6.4.4)."""
+        return self._command(CtrlClass.MQ, MqCmd.HASH_CONFIG, config.emit())
+
+    def set_guest_offloads(self, offloads: FeatureSet) -> bool:
+        """VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET (CTRL_GUEST_OFFLOADS, §5.1.6.5.8): the
+        receive offloads the device may use from now on."""
+        return self._command(CtrlClass.GUEST_OFFLOADS, OffloadsCmd.SET,
+                             encode_offloads(offloads))
+
+    def set_notf_coal(self, *, tx: NotfCoal | None = None, rx: NotfCoal | None = None) -> bool:
+        """VIRTIO_NET_CTRL_NOTF_COAL_TX_SET / RX_SET (NOTF_COAL, v1.3 §5.1.6.5.9)."""
+        ok = True
+        if tx is not None:
+            ok = self._command(CtrlClass.NOTF_COAL, NotfCoalCmd.TX_SET, tx.emit()) and ok
+        if rx is not None:
+            ok = self._command(CtrlClass.NOTF_COAL, NotfCoalCmd.RX_SET, rx.emit()) and ok
+        return ok
+
+    def announce_ack(self) -> bool:
+        """VIRTIO_NET_CTRL_ANNOUNCE_ACK (GUEST_ANNOUNCE, §5.1.6.5.4)."""
+        return self._command(CtrlClass.ANNOUNCE, AnnounceCmd.ACK)
+
     # the stack's device protocol
     def capabilities(self) -> DeviceCapabilities:
-        return DeviceCapabilities(mtu=self.mtu, max_burst=self._tx.size if self._tx else None)
+        tx = self.tx_paths[0].queue.size if self.tx_paths else None
+        return DeviceCapabilities(mtu=self.mtu, max_burst=tx)
 
-    def transmit(self, frame: bytes, meta: TxMeta | None = None) -> bool:
+    def tx_queue_for(self, frame: bytes) -> int:
+        """The transmit queue pair for a frame: one per flow (a CRC-32 of the IP
+        addresses and ports, like Linux picking a queue from the flow hash), so a flow's
+        packets stay in order and automatic steering sends its replies to the same
+        pair (§5.1.6.5.6)."""
+        pairs = self.queue_pairs
+        if pairs == 1 or len(frame) < HEADER_LEN + 20:
+            return 0
+        ethertype = frame[12] << 8 | frame[13]
+        if ethertype == 0x0800:
+            ihl = (frame[HEADER_LEN] & 0x0F) * 4
+            key = frame[26:34] + frame[HEADER_LEN + ihl:HEADER_LEN + ihl + 4]
+        elif ethertype == 0x86DD:
+            key = frame[22:54] + frame[54:58]
+        else:
+            return 0
+        return zlib.crc32(key) % pairs
+
+    def transmit(self, frame: bytes, meta: TxMeta | None = None, *, queue: int | None = None) -> bool:
         """Queue one Ethernet frame behind its virtio_net_hdr (§5.1.6.2): flags 0 and
         gso_type NONE without ``meta``; with ``meta`` the checksum and segmentation
         offloads it asks for, built by :func:`driver.tx_header.build_tx_header` from the
         negotiated features (``ValueError`` for one that was not negotiated). A
         segmented packet may be up to 64 KiB of IP packet; anything else up to the MTU
-        plus the Ethernet header. False when the TX ring is full after reaping completed
-        transmissions, when guest memory has no room for a large packet, or when the
-        device is broken."""
-        tx = self._tx
-        if tx is None:
+        plus the Ethernet header. ``queue``: the transmit queue pair (0 = transmitq1);
+        default by flow (:meth:`tx_queue_for`). False when the TX ring is full after
+        reaping completed transmissions, when guest memory has no room for a large
+        packet, or when the device is broken."""
+        if not self.tx_paths:
             raise ValueError("transmit before probe()")
         hdr = PLAIN if meta is None else build_tx_header(frame, meta, self.negotiated)
         limit = MAX_GSO_FRAME if hdr.gso_type else self.max_frame
@@ -386,39 +599,27 @@ class VirtioNetDriver:
                 f"(mtu {self.mtu} + {LINK_OVERHEAD}, {spec.NET_CONFIG_DRIVER}), a "
                 f"segmented packet up to {MAX_GSO_FRAME}"
             )
+        pair = self.tx_queue_for(frame) if queue is None else queue
+        if not 0 <= pair < len(self.tx_paths):
+            raise ValueError(f"transmit queue {pair}: {len(self.tx_paths)} pair(s) set up")
         if self.broken:
             self.counters.drop("device-broken")
             return False
+        path = self.tx_paths[pair]
         try:
-            self._reap_tx()
+            path.reap()
         except DriverProtocolError as err:
             self._device_broke(err)
             return False
+        tx = path.queue
         use_indirect = self.config.use_indirect and tx.indirect
         separate = self.config.tx_header_separate
-        needed = 1 if use_indirect or not separate else 2
-        if tx.num_free < needed or not self._tx_free:
+        if not path.has_room(1 if use_indirect or not separate else 2):
             self.counters.tx_ring_full += 1
             return False
-        hs = self.header_size
-        big = 0
-        if hs + len(frame) > self.tx_buffer_size:
-            allocator = self.memory.allocator
-            assert allocator is not None
-            try:
-                big = allocator.alloc(hs + len(frame), BUFFER_ALIGN)
-            except OutOfGuestMemory:
-                self.counters.tx_no_memory += 1
-                return False
-        slot = self._tx_free.pop()
-        if big:
-            self._tx_big[slot] = big
-        addr = big or self._tx_pool + slot * self.tx_buffer_size
-        self.memory.write(addr, self._tx_header if hdr is PLAIN else hdr.emit(hs))
-        self.memory.write(addr + hs, frame)
-        out = [(addr, hs), (addr + hs, len(frame))] if separate else [(addr, hs + len(frame))]
-        tx.add(out, [], slot, use_indirect=use_indirect)
-        self._tx_unkicked += 1
+        header = self._tx_header if hdr is PLAIN else hdr.emit(self.header_size)
+        if not path.put(header, frame, separate=separate, indirect=use_indirect):
+            return False
         counters = self.counters
         counters.tx_frames += 1
         counters.tx_bytes += len(frame)
@@ -429,17 +630,19 @@ class VirtioNetDriver:
         return True
 
     def flush(self) -> None:
-        """Notify the device once for the frames queued since the last flush, unless it
-        suppressed notifications (§2.7.10)."""
-        tx = self._tx
-        if tx is None or self.broken or not self._tx_unkicked:
+        """Notify the device once per queue for the frames queued since the last flush,
+        unless it suppressed notifications (§2.7.10)."""
+        if self.broken:
             return
-        self._tx_unkicked = 0
-        if tx.kick_needed():
-            self.transport.notify(TX_QUEUE)
-            self.counters.tx_kicks += 1
-        else:
-            self.counters.tx_kicks_suppressed += 1
+        for path in self.tx_paths:
+            if not path.unkicked:
+                continue
+            path.unkicked = 0
+            if path.queue.kick_needed():
+                self.transport.notify(path.queue.index)
+                self.counters.tx_kicks += 1
+            else:
+                self.counters.tx_kicks_suppressed += 1
 
     def receive(self) -> list[RxFrame]:
         frames, self._received = self._received, []
@@ -448,8 +651,8 @@ class VirtioNetDriver:
     # interrupts and completion
     def handle_interrupt(self) -> None:
         """Read and acknowledge InterruptStatus (§4.2.3.4), then handle a configuration
-        change (device status, link status) and used buffers (reap TX, reap RX, refill).
-        Device misbehaviour is recorded, never raised."""
+        change (device status, link status, announcement) and used buffers (reap TX,
+        reap RX, refill). Device misbehaviour is recorded, never raised."""
         self.counters.interrupts += 1
         t = self.transport
         isr = t.interrupt_status()
@@ -463,7 +666,7 @@ class VirtioNetDriver:
 
     def poll(self) -> None:
         """Reap TX and RX without an interrupt (polling-mode users)."""
-        if self._rx is None:
+        if not self.rx_paths:
             raise ValueError("poll before probe()")
         self._process_used()
 
@@ -472,18 +675,26 @@ class VirtioNetDriver:
             if self.transport.status() & Status.DEVICE_NEEDS_RESET:
                 self.needs_reset = True
                 self.broken = True
-            if F.STATUS in self.negotiated:
-                status = self.transport.read_config(NET_CONFIG.offset("status"), 2)
-                self.link_up = bool(status & NetStatus.LINK_UP)
+                return
+            self._read_config()
         except DriverProtocolError as err:
             self._device_broke(err)
+            return
+        cfg = self.net_config
+        if cfg is not None and F.GUEST_ANNOUNCE in self.negotiated \
+                and cfg.status & NetStatus.ANNOUNCE:
+            # §5.1.6.5.4.1: announce, then ack so the device clears the bit
+            self.counters.announces += 1
+            if self.on_announce is not None:
+                self.on_announce()
+            self.announce_ack()
 
     def _device_broke(self, err: DriverProtocolError) -> None:
         self.errors.append(err)
         self.broken = True
 
     def _process_used(self) -> None:
-        if self.broken or self._rx is None:
+        if self.broken or not self.rx_paths:
             return
         if self._reaping:  # re-entered from a notification the device answered at once
             self._reap_again = True
@@ -492,120 +703,13 @@ class VirtioNetDriver:
         try:
             for _ in range(MAX_REAP_ROUNDS):
                 self._reap_again = False
-                self._reap_tx()
-                self._reap_rx()
+                for tx in self.tx_paths:
+                    tx.reap()
+                for rx in self.rx_paths:
+                    rx.reap(self._received)
                 if not self._reap_again:
                     break
         except DriverProtocolError as err:
             self._device_broke(err)
         finally:
             self._reaping = False
-
-    def _reap_tx(self) -> None:
-        tx = self._tx
-        assert tx is not None
-        while (entry := tx.get_used()) is not None:
-            slot, _ = entry
-            assert isinstance(slot, int)
-            big = self._tx_big.pop(slot, 0)
-            if big:
-                self._free(big)
-            self._tx_free.append(slot)
-            self.counters.used_reaped += 1
-
-    def _free(self, addr: int) -> None:
-        allocator = self.memory.allocator
-        assert allocator is not None
-        allocator.free(addr)
-
-    def _reap_rx(self) -> None:
-        """Process used RX buffers with notifications off, refill, re-enable and re-check
-        (the loop of §2.7.14 and §5.1.6.4)."""
-        rx = self._rx
-        assert rx is not None
-        rx.disable_interrupts()
-        for _ in range(MAX_REAP_ROUNDS):
-            returned: list[int] = []
-            while (entry := rx.get_used()) is not None:
-                slot, length = entry
-                assert isinstance(slot, int)
-                self.counters.used_reaped += 1
-                returned.append(slot)
-                self._deliver_rx(slot, length, returned)
-            if returned:
-                for slot in returned:
-                    self._add_rx_buffer(slot)
-                self.counters.rx_refills += len(returned)
-                if rx.kick_needed():
-                    self.transport.notify(RX_QUEUE)
-                    self.counters.rx_kicks += 1
-            if not rx.enable_interrupts():
-                return
-            rx.disable_interrupts()
-        rx.enable_interrupts()
-
-    def _merge_buffers(self, count: int, returned: list[int]) -> bytes:
-        """The data of the next ``count`` used buffers of a mergeable packet."""
-        rx = self._rx
-        assert rx is not None
-        parts: list[bytes] = []
-        for i in range(count):
-            entry = rx.get_used()
-            if entry is None:
-                raise DriverProtocolError(
-                    f"num_buffers says {count + 1} buffers, the used ring has {i + 1}",
-                    rule="rx-num-buffers-beyond-used", section=spec.NET_RX_DEVICE,
-                )
-            slot, length = entry
-            assert isinstance(slot, int)
-            self.counters.used_reaped += 1
-            returned.append(slot)
-            parts.append(self.memory.read(self._rx_pool + slot * self.rx_buffer_size, length))
-        return b"".join(parts)
-
-    def _add_rx_buffer(self, slot: int) -> None:
-        rx = self._rx
-        assert rx is not None
-        rx.add([], [(self._rx_pool + slot * self.rx_buffer_size, self.rx_buffer_size)], slot)
-
-    def _deliver_rx(self, slot: int, length: int, returned: list[int]) -> None:
-        """Turn a used RX buffer — with MRG_RXBUF, and the ``num_buffers - 1`` used
-        buffers after it (§5.1.6.4) — into an :class:`RxFrame`, or record why not. The
-        slots of the extra buffers are appended to ``returned`` for refilling."""
-        hs = self.header_size
-        addr = self._rx_pool + slot * self.rx_buffer_size
-        try:
-            if length < hs:
-                raise DriverProtocolError(
-                    f"received buffer of {length} bytes is shorter than the "
-                    f"{hs}-byte virtio_net_hdr",
-                    rule="rx-shorter-than-header", section=spec.NET_RX,
-                )
-            hdr = NetHdr.parse(self.memory.read(addr, hs), hs)
-            check_rx_header(hdr, self.negotiated)
-        except DriverProtocolError as err:
-            self.errors.append(err)
-            self.counters.drop(err.rule)
-            return
-        data = self.memory.read(addr + hs, length - hs)
-        if hdr.num_buffers > 1:
-            try:
-                data += self._merge_buffers(hdr.num_buffers - 1, returned)
-            except DriverProtocolError as err:
-                self.errors.append(err)
-                self.counters.drop(err.rule)
-                return
-        if not data:
-            self.counters.drop("rx-empty-frame")
-            return
-        partial = hdr.needs_csum
-        self._received.append(RxFrame(
-            data=data,
-            csum_verified=hdr.data_valid,
-            csum_partial=partial,
-            csum_start=hdr.csum_start if partial else None,
-            csum_offset=hdr.csum_offset if partial else None,
-            segment_size=hdr.gso_size if hdr.gso_kind != GsoType.NONE else None,
-        ))
-        self.counters.rx_frames += 1
-        self.counters.rx_bytes += len(data)

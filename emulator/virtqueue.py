@@ -377,11 +377,18 @@ class DeviceQueue:
 
     def enable_notifications(self, memory: GuestMemory) -> None:
         """Ask for notifications again: ``used.flags = 0``; with EVENT_IDX,
-        ``avail_event = last_avail_idx`` (notify when that entry is made available).
-        Callers re-check :meth:`pending` afterwards (a chain added in between would
-        otherwise be missed)."""
+        ``avail_event`` = the ``avail.idx`` the device has seen (notify when anything
+        after it is made available; vhost ``vhost_enable_notify`` does the same — after
+        an :meth:`unpop` the entries already available must not be what the driver's
+        next notification waits for). Callers re-check :meth:`pending` afterwards (a
+        chain added in between would otherwise be missed)."""
         if self.event_idx:
-            self._write_used_u16(memory, self.geometry.avail_event, self.last_avail_idx)
+            try:
+                seen = self._avail_idx(memory)
+            except GuestMemoryError as err:
+                raise self._error(f"available ring unreadable: {err}", "ring-out-of-memory",
+                                  spec.AVAIL_RING) from None
+            self._write_used_u16(memory, self.geometry.avail_event, seen)
         else:
             self._write_used_u16(memory, 0, 0)
 

@@ -69,6 +69,14 @@ class RxFrame:
     """Set when the device coalesced segments into this frame (GSO on receive)."""
     segments: int | None = None
     """Number of coalesced segments (RSC_INFO), when the device reports it."""
+    dup_acks: int | None = None
+    """Duplicate ACKs the device absorbed into this frame (RSC_INFO)."""
+    queue: int = 0
+    """The receive queue (pair number, 0 = the first) the frame arrived on."""
+    hash_value: int | None = None
+    """The device's receive hash of the flow, when it reported one."""
+    hash_report: int | None = None
+    """Which hash the device calculated (virtio hash_report numbering; 0 = none)."""
 
 
 class NetworkDevice(Protocol):

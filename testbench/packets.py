@@ -124,11 +124,13 @@ def tcp_packet(
     vlan: int | None = None,
     tos: int = 0,
     label: str = "",
+    sport: int = 40000,
+    dport: int = 5201,
 ) -> OffloadPacket:
     """A TCP packet with the header a driver sends for TSO (``mss`` set) or checksum
     offload only (``mss=None``)."""
     body = payload if isinstance(payload, bytes) else payload_bytes(payload, seq & 0xFF)
-    tcp = TcpHeader(40000, 5201, seq, 2_000_000, flags, 502, options=options)
+    tcp = TcpHeader(sport, dport, seq, 2_000_000, flags, 502, options=options)
     thl = tcp.header_len
     l4_len = thl + len(body)
     ip, ethertype = _l3(ipv6, IpProtocol.TCP, l4_len, ext, ip_id=ip_id, df=True, tos=tos)

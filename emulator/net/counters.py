@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-_MAPS = ("drops", "tx_notes", "tx_seeds")
+_MAPS = ("drops", "tx_notes", "tx_seeds", "rx_queue_packets", "tx_queue_packets")
 
 
 @dataclass
@@ -33,11 +33,25 @@ class NetCounters:
     """Packets placed for the driver that were coalesced from several wire frames."""
     rx_coalesced_segments: int = 0
     """Wire frames merged into those packets."""
+    rx_resegmented: int = 0
+    """Coalesced packets cut back into wire segments because the driver switched that
+    offload off at run time (CTRL_GUEST_OFFLOADS) while they were held."""
     interrupts: int = 0
     """Used buffer interrupts raised."""
     interrupts_suppressed: int = 0
     """Batches after which the driver's suppression (NO_INTERRUPT / used_event) said no."""
     config_interrupts: int = 0
+    ctrl_notifications: int = 0
+    ctrl_commands: int = 0
+    """Control virtqueue commands processed (§5.1.6.5)."""
+    ctrl_errors: int = 0
+    """Commands answered VIRTIO_NET_ERR (or without an ack buffer)."""
+    announces: int = 0
+    """Announcements requested from the driver (GUEST_ANNOUNCE)."""
+    rx_queue_packets: dict[int, int] = field(default_factory=dict)
+    """Receive queue pair (0 = receiveq1) -> packets placed."""
+    tx_queue_packets: dict[int, int] = field(default_factory=dict)
+    """Transmit queue pair (0 = transmitq1) -> packets sent."""
     drops: dict[str, int] = field(default_factory=dict)
     """Drop reason -> count."""
     tx_notes: dict[str, int] = field(default_factory=dict)
@@ -60,4 +74,6 @@ class NetCounters:
         out["drops"] = dict(sorted(self.drops.items()))
         out["tx_notes"] = dict(sorted(self.tx_notes.items()))
         out["tx_seeds"] = dict(sorted(self.tx_seeds.items()))
+        out["rx_queue_packets"] = {str(k): v for k, v in sorted(self.rx_queue_packets.items())}
+        out["tx_queue_packets"] = {str(k): v for k, v in sorted(self.tx_queue_packets.items())}
         return out

@@ -1,4 +1,6 @@
-"""The virtio network device (§5.1): one receive and one transmit queue.
+"""The virtio network device (§5.1): up to ``max_queue_pairs`` receive/transmit queue
+pairs and a control virtqueue (§5.1.2: receiveqN = 2(N-1), transmitqN = 2(N-1)+1,
+controlq = 2 * max_virtqueue_pairs with MQ or RSS negotiated, else 2).
 
 TX (§5.1.6.2): on a notification the device pops every available chain, checks the
 virtio_net_hdr against the negotiated features and its profile, completes checksums and
@@ -7,7 +9,10 @@ used length 0. RX (§5.1.6.4): a frame from the backend is checksum-verified and
 as the negotiated GUEST_ features allow, then written after its header into one receive
 buffer, or with MRG_RXBUF into as many as it needs. Header rules the driver breaks are
 recorded in the monitor and counted as drops; ring rules it breaks put the device in
-DEVICE_NEEDS_RESET.
+DEVICE_NEEDS_RESET. Before a frame goes to a receive queue it passes the receive
+filter (§5.1.6.5.1-3) and the steering of emulator/net/steering.py picks the queue.
+Control commands (§5.1.6.5) are executed by emulator/net/control.py; this module moves
+them through the control virtqueue and applies what changed.
 """
 
 from __future__ import annotations
@@ -18,17 +23,22 @@ from dataclasses import dataclass
 from emulator.backends.base import Backend
 from emulator.core import DeviceCore
 from emulator.monitor import DRIVER
+from emulator.net.control import CommandResult, ControlLimits, ControlState
 from emulator.net.counters import NetCounters
+from emulator.net.notify_coalesce import NotifyCoalescer
+from emulator.net.rss import RSS_KEY_SIZE_MAX, RSS_TABLE_LENGTH_MAX, SUPPORTED_HASH_TYPES
+from emulator.net.steering import Steering
 from emulator.offload import (
     CoalesceConfig,
     Coalesced,
     Coalescer,
     Note,
     OffloadError,
+    segment,
     segment_packet,
 )
 from emulator.offload.rules import rule as offload_rule
-from emulator.profiles import Action, Profile, get_profile
+from emulator.profiles import STRICT, Action, Profile, get_profile
 from emulator.virtqueue import Chain, ChainError, DeviceQueue
 from stack.wire.ethernet import HEADER_LEN, VLAN_TAG_LEN, EthernetHeader
 from virtio import spec
@@ -41,6 +51,7 @@ from virtio.constants import (
     NetHdrFlag,
     NetStatus,
 )
+from virtio.ctrl import CTRL_HDR_SIZE, Ack, CtrlClass, MqCmd
 from virtio.errors import DeviceProtocolError, GuestMemoryError, RingError, WireError
 from virtio.features import FeatureSet, Level, Violation, net_hdr_size
 from virtio.layouts import NET_CONFIG
@@ -53,14 +64,26 @@ _RX_PLAIN = NetHdr()
 IMPLEMENTED = FeatureSet.of(
     F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO, F.HOST_USO,
-    F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.MRG_RXBUF,
+    F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_USO4, F.GUEST_USO6,
+    F.RSC_EXT, F.MRG_RXBUF,
+    F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.CTRL_MAC_ADDR, F.GUEST_ANNOUNCE,
+    F.CTRL_GUEST_OFFLOADS, F.MQ, F.RSS, F.HASH_REPORT, F.NOTF_COAL,
 )
-"""What this device can do today (§5.1.3): transmit checksum offload and segmentation;
-on receive, checksum verification (DATA_VALID) and TCP coalescing into big buffers."""
+"""What this device can do (§5.1.3): transmit checksum offload and segmentation; on
+receive, checksum verification (DATA_VALID), TCP and UDP coalescing into big or
+mergeable buffers with RSC_EXT information; the control virtqueue with receive filtering,
+MAC and VLAN tables, announcements, guest offload switching and notification coalescing;
+multiqueue with automatic steering or RSS, and hash reports."""
 
 MAX_NUM_BUFFERS = 0xFFFF
 """num_buffers is a le16 (§5.1.6)."""
-RX_OFFLOADS = FeatureSet.of(F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN)
+RX_OFFLOADS = FeatureSet.of(
+    F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_USO4, F.GUEST_USO6,
+)
+MULTIQUEUE = FeatureSet.of(F.MQ, F.RSS)
+"""Either puts the control queue after all ``max_virtqueue_pairs`` pairs (§5.1.2)."""
+MAX_QUEUE_PAIRS = 0x8000
+"""VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX (§5.1.6.5.6)."""
 GRO_FLUSH_NS = 100_000
 """How long received segments may be held for coalescing before they go to the driver
 (virtual ns; Linux's ``gro_flush_timeout`` plays this role): long enough for a 64 KB
@@ -79,6 +102,8 @@ SPEED_UNKNOWN = 0xFFFF_FFFF
 DUPLEX_UNKNOWN = 0xFF
 MIN_MTU = 68
 """§5.1.4.1: mtu between 68 and 65535 when MTU is offered."""
+DEFAULT_MTU = 1500
+"""The MTU a driver assumes without MTU negotiated (§5.1.6.3.1 sizes its buffers)."""
 _TX_IGNORED_FLAGS = int(NetHdrFlag.DATA_VALID | NetHdrFlag.RSC_INFO)
 
 
@@ -97,9 +122,22 @@ class NetDeviceConfig:
     profile: str = "strict"
     """Device personality for what the spec leaves open (emulator/profiles.py):
     "strict", "linux" or "qemu"."""
+    max_queue_pairs: int = 1
+    """max_virtqueue_pairs (§5.1.4): receive/transmit pairs the device has (MQ / RSS)."""
+    rx_recheck: bool = True
+    """When the receive ring runs dry the device enables the driver's refill notification
+    and then looks at the ring once more (§2.7.10; vhost-net ``handle_rx``). False is
+    the naive order — enable and give up — under which a refill that lands between the
+    device's last look and the enable is never noticed: the queue stalls (kept for
+    reproductions)."""
 
     def __post_init__(self) -> None:
         get_profile(self.profile)  # ValueError naming the known profiles
+        if not 1 <= self.max_queue_pairs <= MAX_QUEUE_PAIRS:
+            raise ValueError(
+                f"max_queue_pairs {self.max_queue_pairs} is outside 1..{MAX_QUEUE_PAIRS} "
+                f"({spec.NET_MQ_STEERING})"
+            )
         if len(self.mac) != 6:
             raise ValueError(f"a MAC address is 6 bytes, not {len(self.mac)}")
         if not MIN_MTU <= self.mtu <= 0xFFFF:
@@ -111,6 +149,8 @@ class NetDeviceConfig:
         extra = offered - IMPLEMENTED
         if extra.bits:
             raise ValueError(f"the device cannot offer {extra.names()} (not implemented)")
+        if self.max_queue_pairs > 1 and not offered & MULTIQUEUE:
+            raise ValueError(f"{self.max_queue_pairs} queue pairs need MQ or RSS offered")
         broken = offered.dependency_violations(Level.MUST)
         if broken:
             raise ValueError(
@@ -137,6 +177,7 @@ class NetDevice:
 
     RX_QUEUE = 0
     TX_QUEUE = 1
+    """receiveq1 and transmitq1."""
 
     def __init__(self, config: NetDeviceConfig | None = None) -> None:
         self.config = config if config is not None else NetDeviceConfig()
@@ -144,19 +185,38 @@ class NetDevice:
         self.core: DeviceCore | None = None
         self.backend: Backend | None = None
         self.device_id: int = DeviceId.NET
-        self.num_queues: int = 2
+        pairs = self.config.max_queue_pairs
+        self.num_queues: int = 2 * pairs + (1 if F.CTRL_VQ in self.config.features else 0)
         self.queue_size_max: int = self.config.queue_size_max
         self.link_up = self.config.link_up
         self.profile: Profile = get_profile(self.config.profile)
         self.call_later: Callable[[int, Callable[[], object]], object] | None = None
-        """Timer service (virtual ns) for the receive coalescing window; without one,
-        each received frame is flushed at once (no coalescing across frames)."""
-        self._gro: Coalescer | None = None
+        """Timer service (virtual ns) for the receive coalescing window and notification
+        coalescing; without one, each received frame is flushed at once (no coalescing
+        across frames) and every used buffer batch is notified at once."""
+        self._gro: list[Coalescer | None] = [None] * pairs
         self._gro_timer = False
         self.tx_tap: Callable[[NetHdr, bytes], None] | None = None
         """Called with each TX chain's header and frame as the driver handed them over,
         before validation or offloads (a capture of what the driver sent)."""
-        self._rx_kick_wanted = False
+        self._rx_kick_wanted = [False] * pairs
+        """Notifications were enabled because the ring ran dry; off at the next pop."""
+        self._rx_waiting = [False] * pairs
+        """The ring ran dry: wait for the refill notification before looking again."""
+        self.control: ControlState | None = None
+        """Control virtqueue state (filters, MAC, queue pairs, RSS, offloads); set at
+        DRIVER_OK when CTRL_VQ is negotiated."""
+        self.steering = Steering()
+        self.mac = self.config.mac
+        self.announce_pending = False
+        self._guest_offloads = FeatureSet()
+        self._notify = NotifyCoalescer(self._later, self._deferred_notify)
+        self._tx_index = self.TX_QUEUE
+        """The transmit queue being processed (for monitor records)."""
+
+    def _later(self, delay: int, fn: Callable[[], object]) -> object:
+        assert self.call_later is not None
+        return self.call_later(delay, fn)
 
     # DeviceFunction
     def bind(self, core: DeviceCore) -> None:
@@ -170,13 +230,24 @@ class NetDevice:
 
     def config_bytes(self) -> bytes:
         """virtio_net_config (§5.1.4): ``status`` holds LINK_UP when STATUS is offered
-        and the link is up; ``mtu`` is set when MTU is offered; one queue pair; speed
-        and duplex unknown (SPEED_DUPLEX is not offered); no RSS."""
+        and the link is up, ANNOUNCE while an announcement waits for its ack;
+        ``max_virtqueue_pairs`` the configured pairs; ``mtu`` when MTU is offered; speed
+        and duplex unknown (SPEED_DUPLEX is not offered); the RSS limits and supported
+        hash types when RSS or HASH_REPORT is offered (§5.1.4.1)."""
         offered = self.config.features
-        status = int(NetStatus.LINK_UP) if F.STATUS in offered and self.link_up else 0
+        status = 0
+        if F.STATUS in offered:
+            status = int(NetStatus.LINK_UP) if self.link_up else 0
+            if self.announce_pending:
+                status |= NetStatus.ANNOUNCE
         mtu = self.config.mtu if F.MTU in offered else 0
+        key, table, types = 0, 0, 0
+        if offered & FeatureSet.of(F.RSS, F.HASH_REPORT):
+            key, types = RSS_KEY_SIZE_MAX, int(SUPPORTED_HASH_TYPES)
+            table = RSS_TABLE_LENGTH_MAX if F.RSS in offered else 0
         return NET_CONFIG.fmt.pack(
-            *self.config.mac, status, 1, mtu, SPEED_UNKNOWN, DUPLEX_UNKNOWN, 0, 0, 0
+            *self.mac, status, self.config.max_queue_pairs, mtu, SPEED_UNKNOWN,
+            DUPLEX_UNKNOWN, key, table, types,
         )
 
     def write_config(self, offset: int, data: bytes) -> None:
@@ -185,25 +256,58 @@ class NetDevice:
                         "field is read-only", action="ignored")
 
     def activate(self, core: DeviceCore) -> None:
-        rx = core.queue(self.RX_QUEUE)
-        self._rx_kick_wanted = False
         neg = self.negotiated
-        self._gro = None
-        if neg.bits & RX_OFFLOADS.bits:
-            # §5.1.6.4: coalesced packets only of the kinds the driver accepted
-            self._gro = Coalescer(CoalesceConfig(
-                tcp4=F.GUEST_TSO4 in neg, tcp6=F.GUEST_TSO6 in neg, ecn=F.GUEST_ECN in neg,
-                guest_csum=F.GUEST_CSUM in neg))
-        if rx is not None:
-            rx.disable_notifications(core.memory)  # re-enabled when RX runs dry
-        self._process_tx()
+        pairs = self.config.max_queue_pairs
+        self._rx_kick_wanted = [False] * pairs
+        self._rx_waiting = [False] * pairs
+        self._guest_offloads = neg & RX_OFFLOADS
+        self._build_gro()
+        self.steering.reset()
+        self._notify.reset()
+        self.control = None
+        if F.CTRL_VQ in neg:
+            self.control = ControlState(self.mac, ControlLimits(
+                max_pairs=pairs, rss_max_key_size=RSS_KEY_SIZE_MAX,
+                rss_max_indirection_table_length=RSS_TABLE_LENGTH_MAX,
+                supported_hash_types=SUPPORTED_HASH_TYPES,
+            ), neg)
+        for pair in range(pairs):
+            rx = core.queue(2 * pair)
+            if rx is not None:
+                rx.disable_notifications(core.memory)  # re-enabled when RX runs dry
+        for pair in range(pairs):
+            self._process_tx(2 * pair + 1)
+
+    def _build_gro(self) -> None:
+        """One coalescer per receive queue (as one GRO context per NAPI instance), of
+        the kinds the driver accepted and has not switched off (§5.1.6.4.1,
+        §5.1.6.5.8)."""
+        on = self._guest_offloads
+        neg = self.negotiated
+        gro: Coalescer | None = None
+        if on:
+            csum = F.GUEST_CSUM in on
+            gro = Coalescer(CoalesceConfig(
+                tcp4=csum and F.GUEST_TSO4 in on, tcp6=csum and F.GUEST_TSO6 in on,
+                ecn=csum and F.GUEST_ECN in on and bool(on & FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6)),
+                uso4=csum and F.GUEST_USO4 in on, uso6=csum and F.GUEST_USO6 in on,
+                rsc_info=F.RSC_EXT in neg, guest_csum=csum,
+            ))
+        self._gro = [gro if gro is None else Coalescer(gro.config)
+                     for _ in range(self.config.max_queue_pairs)]
 
     def queue_notify(self, index: int) -> None:
-        if index == self.RX_QUEUE:
-            self.counters.rx_notifications += 1
-        elif index == self.TX_QUEUE:
+        if index == self.ctrl_queue:
+            self.counters.ctrl_notifications += 1
+            self._process_ctrl()
+        elif index & 1:
             self.counters.tx_notifications += 1
-            self._process_tx()
+            self._process_tx(index)
+        else:
+            self.counters.rx_notifications += 1
+            pair = index // 2
+            if pair < len(self._rx_waiting):
+                self._rx_waiting[pair] = False  # the refill: look at the ring again
 
     def interrupt_raised(self, bits: InterruptStatus) -> None:
         if bits & InterruptStatus.USED_BUFFER:
@@ -212,9 +316,17 @@ class NetDevice:
             self.counters.config_interrupts += 1
 
     def reset(self) -> None:
-        """The counters and the link state outlive a reset."""
-        self._rx_kick_wanted = False
-        self._gro = None
+        """The counters and the link state outlive a reset; filters, MAC, steering and
+        offload switches go back to their defaults."""
+        pairs = self.config.max_queue_pairs
+        self._rx_kick_wanted = [False] * pairs
+        self._rx_waiting = [False] * pairs
+        self._gro = [None] * pairs
+        self.control = None
+        self.steering.reset()
+        self._notify.reset()
+        self.mac = self.config.mac
+        self.announce_pending = False
 
     # outside world
     def attach(self, backend: Backend) -> None:
@@ -224,6 +336,20 @@ class NetDevice:
     @property
     def negotiated(self) -> FeatureSet:
         return self.core.driver_features if self.core is not None else FeatureSet()
+
+    @property
+    def ctrl_queue(self) -> int | None:
+        """Index of the control virtqueue for the negotiated features (§5.1.2)."""
+        neg = self.negotiated
+        if F.CTRL_VQ not in neg:
+            return None
+        return 2 * self.config.max_queue_pairs if neg & MULTIQUEUE else 2
+
+    @property
+    def guest_offloads(self) -> FeatureSet:
+        """Receive offloads in force: the negotiated GUEST_ features minus what
+        CTRL_GUEST_OFFLOADS switched off (§5.1.6.5.8)."""
+        return self._guest_offloads
 
     def header_size(self) -> int:
         return net_hdr_size(self.negotiated)
@@ -239,6 +365,20 @@ class NetDevice:
             return
         self.core.config_changed(notify=F.STATUS in self.negotiated)
 
+    def announce(self) -> bool:
+        """Ask the driver to announce itself (e.g. after a migration): with
+        GUEST_ANNOUNCE negotiated, set ANNOUNCE in ``status`` and send a configuration
+        change notification; the driver sends its gratuitous packets and acks with
+        VIRTIO_NET_CTRL_ANNOUNCE_ACK, which clears the bit (§5.1.6.5.4). False when the
+        driver did not negotiate GUEST_ANNOUNCE."""
+        core = self.core
+        if core is None or F.GUEST_ANNOUNCE not in self.negotiated:
+            return False
+        self.announce_pending = True
+        self.counters.announces += 1
+        core.config_changed(notify=True)
+        return True
+
     # helpers
     def _violation(
         self, rule: str, section: spec.Section | str, detail: str, *, action: str,
@@ -248,12 +388,23 @@ class NetDevice:
             self.core.monitor.record(DRIVER, rule, str(section), detail, queue=queue,
                                      descriptor=descriptor, action=action)
 
-    def _signal(self, core: DeviceCore, q: DeviceQueue) -> None:
-        """After a batch of used buffers: interrupt unless the driver suppressed it."""
+    def _signal(self, core: DeviceCore, q: DeviceQueue, packets: int = 1) -> None:
+        """After a batch of used buffers: interrupt unless notification coalescing holds
+        it back (NOTF_COAL) or the driver suppressed it."""
+        if self._notify.packets(q.index, packets):
+            self._notify_used(core, q)
+
+    def _notify_used(self, core: DeviceCore, q: DeviceQueue) -> None:
         if q.needs_interrupt(core.memory):
             core.raise_interrupt(InterruptStatus.USED_BUFFER)
         else:
             self.counters.interrupts_suppressed += 1
+
+    def _deferred_notify(self, index: int) -> None:
+        core = self.core
+        q = core.queue(index) if core is not None and core.live else None
+        if core is not None and q is not None:
+            self._notify_used(core, q)
 
     def _max_frame(self, frame: bytes) -> tuple[int, bool]:
         """Largest frame this device passes and whether the limit is the negotiated
@@ -263,14 +414,114 @@ class NetDevice:
             return self.config.mtu + _link_header_len(frame), True
         return self.config.mtu + HEADER_LEN + VLAN_TAG_LEN, False
 
+    # control virtqueue, §5.1.6.5
+    def _process_ctrl(self) -> None:
+        core, index = self.core, self.ctrl_queue
+        if core is None or index is None or not core.live:
+            return
+        q = core.queue(index)
+        if q is None:
+            return
+        memory = core.memory
+        done = 0
+        try:
+            while core.live and (chain := q.pop(memory)) is not None:
+                written = self._control_command(core, chain, index)
+                q.push_used(memory, chain.head, written)
+                done += 1
+        except DeviceProtocolError as err:
+            core.fail(err, queue=index)
+            return
+        except GuestMemoryError as err:
+            core.fail(RingError(str(err), rule="ring-out-of-memory",
+                                section=spec.SPLIT_VIRTQUEUES), queue=index)
+            return
+        if done:
+            self._notify_used(core, q)
+
+    def _control_command(self, core: DeviceCore, chain: Chain, index: int) -> int:
+        """One command (§5.1.6.5: class, command, data; then the device-written ack);
+        returns the bytes written."""
+        counters = self.counters
+        counters.ctrl_commands += 1
+        if chain.writable_len < 1:
+            counters.ctrl_errors += 1
+            self._violation("ctrl-no-ack-buffer", spec.NET_CTRL,
+                            "the command has no device-writable byte for the ack",
+                            action="ignored", queue=index, descriptor=chain.head)
+            return 0
+        data = chain.read(core.memory)
+        control = self.control
+        if control is None:  # CTRL_VQ negotiated is the only way here
+            return 0
+        if len(data) < CTRL_HDR_SIZE:
+            result = CommandResult(False, "ctrl-malformed", spec.NET_CTRL,
+                                   f"{len(data)}-byte command: class and command need 2")
+        else:
+            cls, cmd = data[0], data[1]
+            if cls in (CtrlClass.MQ, CtrlClass.GUEST_OFFLOADS):
+                self._flush_rx()  # steering or offloads change: nothing held may cross
+            result = control.execute(cls, cmd, data[CTRL_HDR_SIZE:])
+            if result.ok:
+                self._apply(core, control, result, cls, cmd)
+        if result.ok:
+            chain.write(core.memory, bytes((Ack.OK,)))
+            return 1
+        counters.ctrl_errors += 1
+        self._violation(result.rule or "ctrl-error", result.section or spec.NET_CTRL,
+                        result.detail, action="refused", queue=index,
+                        descriptor=chain.head)
+        chain.write(core.memory, bytes((Ack.ERR,)))
+        return 1
+
+    def _apply(
+        self, core: DeviceCore, control: ControlState, result: CommandResult, cls: int,
+        cmd: int,
+    ) -> None:
+        """What an acknowledged command changes outside the control state."""
+        changed = result.changed
+        if "mac" in changed and control.mac != self.mac:
+            self.mac = control.mac
+            core.config_changed(notify=False)  # §5.1.6.5.2: reflected in config mac
+        if "announce" in changed and self.announce_pending:
+            self.announce_pending = False
+            core.config_changed(notify=False)
+        if "offloads" in changed:
+            self._guest_offloads = control.guest_offloads & RX_OFFLOADS
+            self._build_gro()
+        if cls == CtrlClass.MQ and cmd == MqCmd.RSS_CONFIG and control.rss is not None:
+            rss = control.rss
+            self.steering.set_rss(rss.hash_types, rss.key, rss.indirection_table,
+                                  rss.unclassified_queue)
+        elif cls == CtrlClass.MQ and cmd == MqCmd.VQ_PAIRS_SET:
+            self.steering.set_pairs(control.queue_pairs)
+        elif cls == CtrlClass.MQ and cmd == MqCmd.HASH_CONFIG and control.hash_config:
+            self.steering.set_hash(control.hash_config.hash_types, control.hash_config.key)
+        if "notf_coal" in changed:
+            pairs = range(self.config.max_queue_pairs)
+            due = self._notify.configure(
+                [2 * p for p in pairs], control.notf_coal_rx.max_packets,
+                control.notf_coal_rx.max_usecs)
+            due += self._notify.configure(
+                [2 * p + 1 for p in pairs], control.notf_coal_tx.max_packets,
+                control.notf_coal_tx.max_usecs)
+            for q_index in due:
+                self._deferred_notify(q_index)
+
     # transmit, §5.1.6.2
-    def _process_tx(self) -> None:
+    def _process_tx(self, index: int) -> None:
         core = self.core
         if core is None or not core.live:
             return
-        q = core.queue(self.TX_QUEUE)
+        q = core.queue(index)
         if q is None:
             return
+        pair = index // 2
+        if pair >= self._tx_pairs():
+            self._violation("tx-queue-not-enabled", spec.NET_MQ_STEERING_DRIVER,
+                            f"transmitq{pair + 1} used while {self._tx_pairs()} pair(s) "
+                            "are enabled", action="allowed", queue=index)
+        self._tx_index = index
         memory = core.memory
         used = 0
         while core.live:
@@ -285,14 +536,23 @@ class NetDevice:
             if q.pending(memory) == 0:
                 break
         if used:
-            self._signal(core, q)
+            self._signal(core, q, used)
+
+    def _tx_pairs(self) -> int:
+        """Transmit queues the driver may use now (§5.1.6.5.6.1, RSS max_tx_vq)."""
+        control = self.control
+        if control is None:
+            return 1
+        if self.steering.mode == "rss" and control.rss is not None:
+            return max(1, control.rss.max_tx_vq)
+        return control.queue_pairs
 
     def _tx_drop(self, reason: str, chain: Chain, detail: str = "",
                  section: spec.Section | None = None) -> None:
         self.counters.drop(reason)
         if section is not None:
             self._violation(reason, section, detail, action="dropped",
-                            queue=self.TX_QUEUE, descriptor=chain.head)
+                            queue=self._tx_index, descriptor=chain.head)
 
     def _transmit(self, core: DeviceCore, chain: Chain) -> None:
         counters = self.counters
@@ -318,11 +578,11 @@ class NetDevice:
             self._violation("tx-hdr-flags", spec.NET_TX_DRIVER,
                             f"flags {hdr.flags:#x}: DATA_VALID / RSC_INFO are RX-only; "
                             "ignored", action="ignored",
-                            queue=self.TX_QUEUE, descriptor=chain.head)
+                            queue=self._tx_index, descriptor=chain.head)
         if hdr.num_buffers != 0:
             self._violation("tx-num-buffers", spec.NET_TX_DRIVER,
                             f"num_buffers {hdr.num_buffers} on TX (the driver MUST set 0)",
-                            action="ignored", queue=self.TX_QUEUE, descriptor=chain.head)
+                            action="ignored", queue=self._tx_index, descriptor=chain.head)
         frame_len = total - hsize
         if frame_len < HEADER_LEN:
             counters.drop("tx-runt")
@@ -353,7 +613,7 @@ class NetDevice:
             self._record_notes(err.notes, chain)
             counters.drop(err.rule)
             core.monitor.record_error(
-                err, queue=self.TX_QUEUE, descriptor=chain.head,
+                err, queue=self._tx_index, descriptor=chain.head,
                 action="refused" if err.stage == "reject" else "dropped",
             )
             return
@@ -364,6 +624,9 @@ class NetDevice:
             self.backend.send(out)
             counters.tx_frames += 1
             counters.tx_bytes += len(out)
+        pair = self._tx_index // 2
+        counters.tx_queue_packets[pair] = counters.tx_queue_packets.get(pair, 0) + 1
+        self.steering.note_tx(frame, pair)
         counters.tx_packets += 1
         if result.seed is not None:
             counters.tx_seeds[result.seed] = counters.tx_seeds.get(result.seed, 0) + 1
@@ -394,7 +657,7 @@ class NetDevice:
                 self._tx_drop(rule, chain, detail, spec.NET_TX_DRIVER)
                 return False
             self._violation(rule, spec.NET_TX_DRIVER, detail, action="allowed",
-                            queue=self.TX_QUEUE, descriptor=chain.head)
+                            queue=self._tx_index, descriptor=chain.head)
         return True
 
     def _segments_fit(self, frames: list[bytes], hdr: NetHdr, chain: Chain) -> bool:
@@ -411,7 +674,7 @@ class NetDevice:
             self._tx_drop(rule, chain, detail, spec.NET_CONFIG_DRIVER)
             return False
         self._violation(rule, spec.NET_CONFIG_DRIVER, detail, action="allowed",
-                        queue=self.TX_QUEUE, descriptor=chain.head)
+                        queue=self._tx_index, descriptor=chain.head)
         return True
 
     def _record_notes(self, notes: tuple[Note, ...], chain: Chain) -> None:
@@ -423,16 +686,16 @@ class NetDevice:
             counters.tx_notes[note.rule] = counters.tx_notes.get(note.rule, 0) + 1
             if offload_rule(note.rule).violation:
                 self._violation(note.rule, note.reference, note.detail,
-                                action=note.action.value, queue=self.TX_QUEUE,
+                                action=note.action.value, queue=self._tx_index,
                                 descriptor=chain.head)
 
     # receive, §5.1.6.4
     def receive(self, frame: bytes) -> bool:
-        """A frame from the network; True when it was placed in a receive buffer."""
+        """A frame from the network; True when it was taken (placed in a receive buffer,
+        or held for coalescing)."""
         counters = self.counters
         core = self.core
-        q = core.queue(self.RX_QUEUE) if core is not None and core.live else None
-        if core is None or q is None:
+        if core is None or not core.live or core.queue(self.RX_QUEUE) is None:
             counters.drop("rx-not-ready")
             return False
         if not self.link_up:
@@ -441,86 +704,139 @@ class NetDevice:
         if len(frame) < HEADER_LEN:
             counters.drop("rx-runt")
             return False
-        limit, _ = self._max_frame(frame)
+        if F.MTU in self.negotiated:
+            limit = self.config.mtu + _link_header_len(frame)  # §5.1.4.1
+        else:  # §5.1.6.3.1: such a driver posts 1526-byte buffers (1514 + a tag)
+            limit = min(self.config.mtu, DEFAULT_MTU) + HEADER_LEN + VLAN_TAG_LEN
         if len(frame) > limit:
-            counters.drop("rx-oversize")  # §5.1.4.1: nothing beyond mtu + header
+            counters.drop("rx-oversize")
             return False
-        gro = self._gro
+        control = self.control
+        if control is not None:
+            reason = control.filter.check(frame)
+            if reason is not None:  # §5.1.6.5.1-3: the driver's filters said no
+                counters.drop(reason)
+                return False
+        pair = self.steering.select(frame)
+        q = core.queue(2 * pair) if pair < self.config.max_queue_pairs else None
+        if q is None:
+            counters.drop("rx-queue-not-ready")
+            return False
+        if self._rx_waiting[pair]:
+            # Out of buffers and waiting for the driver's refill notification; like a
+            # QEMU backend that stops reading its tap until virtio_net_handle_rx, the
+            # device does not look at the ring meanwhile.
+            counters.drop("rx-no-buffer")
+            return False
+        gro = self._gro[pair]
         if gro is None:
             return self._deliver(core, q, frame, _RX_PLAIN)
+        placed = True
         for packet in gro.push(frame):
-            self._deliver_coalesced(core, q, packet)
+            placed = self._deliver_coalesced(core, q, packet)
+        if gro.last_held:
+            placed = True  # taken; whether it reaches the driver is counted at flush
         if gro.held:
             if self.call_later is None:
                 self._flush_rx()
             elif not self._gro_timer:
                 self._gro_timer = True
                 self.call_later(self.config.gro_flush_ns, self._flush_rx)
-        return True
+        return placed
 
     def _flush_rx(self) -> None:
         """End of the coalescing window: what is held goes to the driver."""
         self._gro_timer = False
-        core, gro = self.core, self._gro
-        if core is None or gro is None:
+        core = self.core
+        if core is None:
             return
-        q = core.queue(self.RX_QUEUE) if core.live else None
-        held = gro.flush()
-        if q is None:
-            for _ in held:
-                self.counters.drop("rx-not-ready")
-            return
-        for packet in held:
-            self._deliver_coalesced(core, q, packet)
+        for pair, gro in enumerate(self._gro):
+            if gro is None or not gro.held:
+                continue
+            q = core.queue(2 * pair) if core.live else None
+            held = gro.flush()
+            if q is None:
+                for _ in held:
+                    self.counters.drop("rx-not-ready")
+                continue
+            for packet in held:
+                self._deliver_coalesced(core, q, packet)
 
-    def _deliver_coalesced(self, core: DeviceCore, q: DeviceQueue, packet: Coalesced) -> None:
-        if self._deliver(core, q, packet.frame, packet.hdr) and packet.segments > 1:
+    def _deliver_coalesced(self, core: DeviceCore, q: DeviceQueue, packet: Coalesced) -> bool:
+        if packet.hdr.gso_type != GsoType.NONE and not self._gso_allowed(packet.hdr):
+            # Never a coalesced packet of a kind the driver has not (or no longer) got
+            # switched on (§5.1.6.4.1, §5.1.6.5.8): back into its wire segments.
+            self.counters.rx_resegmented += 1
+            results = [self._deliver(core, q, frame, _RX_PLAIN)
+                       for frame in segment(packet.frame, packet.hdr, STRICT)]
+            return all(results)
+        placed = self._deliver(core, q, packet.frame, packet.hdr)
+        if placed and packet.segments > 1:
             self.counters.rx_coalesced += 1
             self.counters.rx_coalesced_segments += packet.segments
+        return placed
+
+    def _gso_allowed(self, hdr: NetHdr) -> bool:
+        on = self._guest_offloads
+        kind = hdr.gso_kind
+        if F.GUEST_CSUM not in on:
+            return False
+        if kind == GsoType.TCPV4:
+            return F.GUEST_TSO4 in on and (not hdr.ecn or F.GUEST_ECN in on)
+        if kind == GsoType.TCPV6:
+            return F.GUEST_TSO6 in on and (not hdr.ecn or F.GUEST_ECN in on)
+        if kind == GsoType.UDP_L4:
+            return bool(on & FeatureSet.of(F.GUEST_USO4, F.GUEST_USO6))
+        return False
 
     def _deliver(self, core: DeviceCore, q: DeviceQueue, frame: bytes, hdr: NetHdr) -> bool:
         counters = self.counters
         try:
             return self._place(core, q, frame, hdr)
         except DeviceProtocolError as err:
-            core.fail(err, queue=self.RX_QUEUE)
+            core.fail(err, queue=q.index)
         except GuestMemoryError as err:
             core.fail(RingError(str(err), rule="ring-out-of-memory",
-                                section=spec.SPLIT_VIRTQUEUES), queue=self.RX_QUEUE)
+                                section=spec.SPLIT_VIRTQUEUES), queue=q.index)
         counters.drop("rx-ring-error")
         return False
 
     def _pop_rx(self, q: DeviceQueue, memory: GuestMemory) -> Chain | None:
         """The next receive buffer. Out of buffers: ask for the refill notification,
         then re-check, so a buffer added in between is not missed (§2.7.10; vhost-net
-        handle_rx)."""
+        handle_rx) — unless the device models the naive order (``rx_recheck`` off)."""
+        pair = q.index // 2
         chain = q.pop(memory)
         if chain is None:
             q.enable_notifications(memory)
-            self._rx_kick_wanted = True
-            chain = q.pop(memory)
+            self._rx_kick_wanted[pair] = True
+            if self.config.rx_recheck:
+                chain = q.pop(memory)
             if chain is None:
+                self._rx_waiting[pair] = True
                 return None
-        if self._rx_kick_wanted:
+        if self._rx_kick_wanted[pair]:
             q.disable_notifications(memory)
-            self._rx_kick_wanted = False
+            self._rx_kick_wanted[pair] = False
         if chain.writable_len == 0:
             raise ChainError(
                 f"receive chain {chain.head} has no device-writable buffer",
                 rule="rx-chain-not-writable", section=spec.NET_RX_BUFFERS,
-                queue=self.RX_QUEUE, descriptor=chain.head,
+                queue=q.index, descriptor=chain.head,
             )
         return chain
 
     def _place(self, core: DeviceCore, q: DeviceQueue, frame: bytes, hdr: NetHdr) -> bool:
         """Header and frame into receive buffers (§5.1.6.4): one buffer, or with
         MRG_RXBUF as many as it takes, every one but the last filled completely and
-        ``num_buffers`` in the first header (§5.1.6.4.1)."""
+        ``num_buffers`` in the first header (§5.1.6.4.1); with HASH_REPORT the hash
+        of the packet (§5.1.6.4.4)."""
         counters = self.counters
         memory = core.memory
-        hsize = self.header_size()
+        negotiated = self.negotiated
+        hsize = net_hdr_size(negotiated)
         need = hsize + len(frame)
-        mergeable = F.MRG_RXBUF in self.negotiated
+        mergeable = F.MRG_RXBUF in negotiated
         chains: list[Chain] = []
         room = 0
         while room < need and len(chains) < MAX_NUM_BUFFERS:
@@ -536,21 +852,28 @@ class NetDevice:
                 q.unpop(len(chains))
             if mergeable or not chains:
                 # nothing (or not enough) posted: wait for the refill notification
-                if chains:
-                    q.enable_notifications(memory)
-                    self._rx_kick_wanted = True
+                # Too few buffers for this packet: wait for the refill notification
+                # like an empty ring (QEMU virtio_net_has_buffers, vhost-net
+                # get_rx_bufs) — unless every entry of the ring is posted: then no
+                # refill is coming and the next, smaller packet may fit.
+                self._rx_waiting[q.index // 2] = len(chains) < q.size
                 counters.drop("rx-no-buffer")
                 return False
             counters.drop("rx-buffer-too-small")
             self._violation("rx-buffer-too-small", spec.NET_RX_BUFFERS_DRIVER,
                             f"receive buffer of {chains[0].writable_len} bytes cannot hold "
                             f"a {len(frame)}-byte frame and its {hsize}-byte header",
-                            action="dropped", queue=self.RX_QUEUE,
+                            action="dropped", queue=q.index,
                             descriptor=chains[0].head)
             return False
         # §5.1.6.4.1: num_buffers is 1 without MRG_RXBUF (the 10-byte legacy header has
         # none); flags and gso fields as the coalescer decided (all 0 without offloads).
-        data = memoryview(hdr.with_(num_buffers=len(chains)).emit(hsize) + frame)
+        if F.HASH_REPORT in negotiated:
+            value, report = self.steering.report(frame)
+            hdr = hdr.with_(num_buffers=len(chains), hash_value=value, hash_report=report)
+        else:
+            hdr = hdr.with_(num_buffers=len(chains))
+        data = memoryview(hdr.emit(hsize) + frame)
         pos = 0
         for chain in chains:
             n = min(chain.writable_len, need - pos)
@@ -561,5 +884,7 @@ class NetDevice:
             counters.rx_descriptors += chain.descriptors
         counters.rx_frames += 1
         counters.rx_bytes += len(frame)
+        pair = q.index // 2
+        counters.rx_queue_packets[pair] = counters.rx_queue_packets.get(pair, 0) + 1
         self._signal(core, q)
         return True

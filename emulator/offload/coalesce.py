@@ -206,8 +206,13 @@ class Coalescer:
     def __init__(self, config: CoalesceConfig) -> None:
         self.config = config
         self._flows: dict[bytes, _Flow] = {}
+        self.last_held = False
+        """Whether the frame of the last :meth:`push` is held (merged into or starting
+        a held flow, or absorbed as a duplicate ACK); when False it is in the last
+        packet that push returned."""
 
     def push(self, frame: bytes) -> list[Coalesced]:
+        self.last_held = False
         frame = bytes(frame)
         cfg = self.config
         out: list[Coalesced] = []
@@ -227,8 +232,11 @@ class Coalescer:
                         or (seg.udp and flow.segments >= UDP_GRO_CNT_MAX)):
                     del self._flows[seg.key]
                     out.extend(self._emit(flow))
+                else:
+                    self.last_held = True
                 return out
             if self._try_dup_ack(flow, seg):
+                self.last_held = True
                 return out
             del self._flows[seg.key]
             out.extend(self._emit(flow))
@@ -244,6 +252,7 @@ class Coalescer:
                                      last_ident=seg.ident,
                                      parts=[memoryview(frame)[seg.hlen:]],
                                      payload=seg.payload, last_flags=seg.flags)
+        self.last_held = True
         return out
 
     def flush(self) -> list[Coalesced]:

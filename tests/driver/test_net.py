@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from driver.net import (
+    CONTROL_FEATURES,
     DEFAULT_WANTED,
     NOT_IMPLEMENTED,
     DriverConfig,
@@ -35,12 +36,15 @@ from virtio.net_hdr import NetHdr
 F = FeatureBit
 USED = InterruptStatus.USED_BUFFER
 CONFIG = InterruptStatus.CONFIG_CHANGE
-NO_EVENT_IDX = DEFAULT_WANTED - FeatureSet.of(F.EVENT_IDX)
+DATA_PLANE = DEFAULT_WANTED - CONTROL_FEATURES
+"""What the driver wants by default minus the control plane: the fake device has the
+data queues only (tests/driver/fake_device.py)."""
+NO_EVENT_IDX = DATA_PLANE - FeatureSet.of(F.EVENT_IDX)
 FRAME = bytes.fromhex("ffffffffffff525400123456" "0806") + bytes(range(46))
 
 
 def make(
-    offered: FeatureSet = DEFAULT_WANTED, config: DriverConfig | None = None, *,
+    offered: FeatureSet = DATA_PLANE, config: DriverConfig | None = None, *,
     probe: bool = True, **kw: Any,
 ) -> tuple[FakeDevice, VirtioNetDriver, GuestMemory]:
     mem = GuestMemory.anonymous(4 << 20)
@@ -78,14 +82,14 @@ def test_init_status_sequence_is_exact() -> None:
 @pytest.mark.parametrize(
     ("offered", "wanted", "written"),
     [
-        (DEFAULT_WANTED | FeatureSet.of(F.CSUM, F.HOST_TSO4, F.MRG_RXBUF), DEFAULT_WANTED,
-         DEFAULT_WANTED),
-        (FeatureSet.of(F.VERSION_1), DEFAULT_WANTED, FeatureSet.of(F.VERSION_1)),
-        (FeatureSet.of(F.VERSION_1, F.MAC, F.EVENT_IDX, F.RING_PACKED), DEFAULT_WANTED,
+        (DATA_PLANE | FeatureSet.of(F.CSUM, F.HOST_TSO4, F.MRG_RXBUF), DATA_PLANE,
+         DATA_PLANE),
+        (FeatureSet.of(F.VERSION_1), DATA_PLANE, FeatureSet.of(F.VERSION_1)),
+        (FeatureSet.of(F.VERSION_1, F.MAC, F.EVENT_IDX, F.RING_PACKED), DATA_PLANE,
          FeatureSet.of(F.VERSION_1, F.MAC, F.EVENT_IDX)),
-        (DEFAULT_WANTED | FeatureSet.of(F.CSUM, F.HOST_TSO4, F.HOST_TSO6),
-         DEFAULT_WANTED | FeatureSet.of(F.CSUM, F.HOST_TSO4, F.HOST_TSO6),
-         DEFAULT_WANTED | FeatureSet.of(F.CSUM, F.HOST_TSO4, F.HOST_TSO6)),
+        (DATA_PLANE | FeatureSet.of(F.CSUM, F.HOST_TSO4, F.HOST_TSO6),
+         DATA_PLANE | FeatureSet.of(F.CSUM, F.HOST_TSO4, F.HOST_TSO6),
+         DATA_PLANE | FeatureSet.of(F.CSUM, F.HOST_TSO4, F.HOST_TSO6)),
     ],
 )
 def test_features_written(offered: FeatureSet, wanted: FeatureSet, written: FeatureSet) -> None:
@@ -99,10 +103,10 @@ def test_features_written(offered: FeatureSet, wanted: FeatureSet, written: Feat
 def test_guest_ecn_without_guest_tso4_is_dropped_with_its_rule() -> None:
     """§5.1.3.1: GUEST_ECN requires GUEST_TSO4 or GUEST_TSO6; a device offering it alone
     gets it refused, the reason recorded."""
-    offered = DEFAULT_WANTED | FeatureSet.of(F.GUEST_CSUM, F.GUEST_ECN)
-    wanted = DEFAULT_WANTED | FeatureSet.of(F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_ECN)
+    offered = DATA_PLANE | FeatureSet.of(F.GUEST_CSUM, F.GUEST_ECN)
+    wanted = DATA_PLANE | FeatureSet.of(F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_ECN)
     dev, drv, _ = make(offered, DriverConfig(wanted=wanted, queue_size=8))
-    assert dev.driver_feature_set == DEFAULT_WANTED | FeatureSet.of(F.GUEST_CSUM)
+    assert dev.driver_feature_set == DATA_PLANE | FeatureSet.of(F.GUEST_CSUM)
     by_feature = {v.feature: v for v in drv.dropped}
     assert set(by_feature) == {F.GUEST_TSO4, F.GUEST_ECN}
     ecn = by_feature[F.GUEST_ECN]
@@ -112,11 +116,11 @@ def test_guest_ecn_without_guest_tso4_is_dropped_with_its_rule() -> None:
 
 
 def test_features_the_driver_does_not_implement_are_dropped_with_a_reason() -> None:
-    offered = DEFAULT_WANTED | FeatureSet.of(F.MRG_RXBUF, F.CTRL_VQ, F.CTRL_RX)
+    offered = DATA_PLANE | FeatureSet.of(F.MRG_RXBUF, F.RING_PACKED, F.VQ_NOTF_COAL)
     dev, drv, _ = make(offered, DriverConfig(wanted=offered, queue_size=8))
-    assert dev.driver_feature_set == DEFAULT_WANTED.with_(F.MRG_RXBUF)
+    assert dev.driver_feature_set == DATA_PLANE.with_(F.MRG_RXBUF)
     reasons = {v.feature: v.section for v in drv.dropped}
-    assert reasons == {F.CTRL_VQ: NOT_IMPLEMENTED, F.CTRL_RX: NOT_IMPLEMENTED}
+    assert reasons == {F.RING_PACKED: NOT_IMPLEMENTED, F.VQ_NOTF_COAL: NOT_IMPLEMENTED}
 
 
 def test_features_ok_refused_sets_failed() -> None:
@@ -188,7 +192,7 @@ def test_mtu_below_68_is_a_device_config_error() -> None:
 
 def test_big_rx_buffers_with_guest_tso() -> None:
     """§5.1.6.3.1: GUEST_TSO4 without MRG_RXBUF → buffers of at least 65601 bytes."""
-    offered = DEFAULT_WANTED | FeatureSet.of(F.GUEST_CSUM, F.GUEST_TSO4)
+    offered = DATA_PLANE | FeatureSet.of(F.GUEST_CSUM, F.GUEST_TSO4)
     _, drv, _ = make(offered, DriverConfig(wanted=offered, queue_size=4))
     assert drv.rx_buffer_size == 65601
 
@@ -424,7 +428,7 @@ def test_bad_rx_frame_is_recorded_dropped_and_recycled(
 
 
 def test_rx_checksum_flags_pass_up_with_guest_csum() -> None:
-    offered = DEFAULT_WANTED | FeatureSet.of(F.GUEST_CSUM)
+    offered = DATA_PLANE | FeatureSet.of(F.GUEST_CSUM)
     dev, drv, _ = make(offered, DriverConfig(wanted=offered, queue_size=8))
     dev.receive(FRAME, NetHdr(flags=NetHdrFlag.DATA_VALID, num_buffers=1))
     dev.receive(FRAME, NetHdr(flags=NetHdrFlag.NEEDS_CSUM, csum_start=34, csum_offset=16,

@@ -586,7 +586,7 @@ def test_net_config_space_bytes() -> None:
         "dc05"          # mtu 1500
         "ffffffff"      # speed unknown
         "ff"            # duplex unknown
-        "00" "0000" "00000000"  # no RSS
+        "28" "8000" "ff010000"  # RSS: 40-byte key, 128 entries, all 9 hash types
     )
     assert mmio.read(0x100, 4) == 0x00005452
     assert mmio.read(0x106, 2) == 1

@@ -135,17 +135,25 @@ def test_default_config_offers_what_is_implemented() -> None:
     expected = FeatureSet.of(F.VERSION_1, F.MAC, F.MTU, F.STATUS, F.EVENT_IDX, F.INDIRECT_DESC,
                              F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO,
                              F.HOST_USO, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6,
-                             F.GUEST_ECN, F.MRG_RXBUF)
+                             F.GUEST_ECN, F.GUEST_USO4, F.GUEST_USO6, F.RSC_EXT, F.MRG_RXBUF,
+                             F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN,
+                             F.CTRL_MAC_ADDR, F.GUEST_ANNOUNCE, F.CTRL_GUEST_OFFLOADS, F.MQ,
+                             F.RSS, F.HASH_REPORT, F.NOTF_COAL)
     assert expected == IMPLEMENTED
     net = NetDevice()
     assert net.offered_features() == IMPLEMENTED
-    assert (net.device_id, net.num_queues, net.queue_size_max) == (1, 2, 256)
+    # receiveq1, transmitq1 and the control queue (§5.1.2)
+    assert (net.device_id, net.num_queues, net.queue_size_max) == (1, 3, 256)
+    assert NetDevice(NetDeviceConfig(max_queue_pairs=4)).num_queues == 9
     assert (NetDevice.RX_QUEUE, NetDevice.TX_QUEUE) == (0, 1)
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"offered": FeatureSet.of(F.VERSION_1, F.CTRL_VQ)},
+    [{"offered": FeatureSet.of(F.VERSION_1, F.RING_PACKED)},
+     {"offered": FeatureSet.of(F.VERSION_1, F.CTRL_RX)},  # without CTRL_VQ
+     {"max_queue_pairs": 0}, {"max_queue_pairs": 0x8001},
+     {"max_queue_pairs": 2, "offered": FeatureSet.of(F.VERSION_1, F.CTRL_VQ)},
      {"offered": FeatureSet.of(F.VERSION_1, F.HOST_TSO4)}, {"profile": "vmware"},
      {"mac": b"\x00" * 5},
      {"mtu": 67}, {"mtu": 65536}, {"queue_size_max": 12}, {"queue_size_max": 65536}],
@@ -180,7 +188,7 @@ def test_tx_good_frame_reaches_the_backend_byte_exact(bench: Bench) -> None:
     assert bench.tx.used_elem(0) == (head, 0)
     assert bench.c.as_dict() == counters(
         tx_frames=1, tx_bytes=114, tx_chains=1, tx_descriptors=2, tx_notifications=1,
-        tx_packets=1, interrupts=1)
+        tx_packets=1, interrupts=1, tx_queue_packets={"0": 1})
     assert bench.irqs == 1
     assert bench.mmio.read(R.INTERRUPT_STATUS) == InterruptStatus.USED_BUFFER
     assert bench.monitor.report() == "no violations"
@@ -224,7 +232,7 @@ def test_tx_batch_one_interrupt(bench: Bench) -> None:
     assert [bench.tx.used_elem(i)[1] for i in range(3)] == [0, 0, 0]
     assert bench.c.as_dict() == counters(
         tx_frames=3, tx_bytes=64 + 65 + 66, tx_chains=3, tx_descriptors=6,
-        tx_notifications=1, tx_packets=3, interrupts=1)
+        tx_notifications=1, tx_packets=3, interrupts=1, tx_queue_packets={"0": 3})
 
 
 def test_tx_no_interrupt_flag_suppresses(bench: Bench) -> None:
@@ -454,7 +462,7 @@ def test_rx_into_a_buffer_exact_header_and_used_len(bench: Bench) -> None:
     assert bench.rx.used_elem(0) == (placed.head, 12 + 114)
     assert bench.c.as_dict() == counters(
         rx_frames=1, rx_bytes=114, rx_chains=1, rx_descriptors=1, interrupts=1,
-        rx_notifications=0)
+        rx_notifications=0, rx_queue_packets={"0": 1})
     assert bench.irqs == 1
     assert bench.monitor.report() == "no violations"
 
@@ -690,8 +698,9 @@ def test_counters_as_dict_is_json_ready_and_sorted() -> None:
         "tx_frames", "tx_bytes", "tx_chains", "tx_descriptors", "tx_notifications",
         "tx_packets", "tx_gso_packets", "tx_csum_offloads",
         "rx_frames", "rx_bytes", "rx_chains", "rx_descriptors", "rx_notifications",
-        "rx_coalesced", "rx_coalesced_segments", "interrupts", "interrupts_suppressed",
-        "config_interrupts", "drops", "tx_notes", "tx_seeds"]
+        "rx_coalesced", "rx_coalesced_segments", "rx_resegmented", "interrupts", "interrupts_suppressed",
+        "config_interrupts", "ctrl_notifications", "ctrl_commands", "ctrl_errors",
+        "announces", "drops", "tx_notes", "tx_seeds", "rx_queue_packets", "tx_queue_packets"]
     drops = d["drops"]
     assert isinstance(drops, dict)
     assert drops == {"a": 1, "z": 2}
