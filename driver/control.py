@@ -43,23 +43,29 @@ class ControlChannel:
         self.sent = 0
         self.errors = 0
         """Commands answered VIRTIO_NET_ERR."""
+        self.result = b""
+        """The command-specific-result of the last command answered OK."""
 
-    def command(self, cls: int, cmd: int, data: bytes = b"") -> Ack:
-        """Send one command and wait for its ack. Raises :class:`DriverProtocolError`
-        when the device never uses the chain, writes no ack or an ack that is neither
-        OK nor ERR; the channel is then broken (a command may still be in flight)."""
+    def command(self, cls: int, cmd: int, data: bytes = b"", result_size: int = 0) -> Ack:
+        """Send one command and wait for its ack. With ``result_size``, room for a
+        command-specific-result after the ack (v1.3 §5.1.6.5; NOTF_COAL VQ_GET), left
+        in :attr:`result` when the device answered OK. Raises
+        :class:`DriverProtocolError` when the device never uses the chain, writes no
+        ack or an ack that is neither OK nor ERR, or answers OK with a result shorter
+        than asked; the channel is then broken (a command may still be in flight)."""
         if self.broken:
             raise DriverProtocolError("the control queue is broken", rule="ctrl-broken",
                                       section=spec.NET_CTRL)
         message = encode_command(cls, cmd, data)
-        if len(message) + 1 > BUFFER_SIZE:
+        if len(message) + 1 + result_size > BUFFER_SIZE:
             raise ValueError(f"a {len(message)}-byte command does not fit the "
                              f"{BUFFER_SIZE}-byte control buffer")
         ack_addr = self.buffer + len(message)
         self.memory.write(self.buffer, message)
         self.memory.write(ack_addr, bytes((_NO_ACK,)))
         q = self.queue
-        q.add([(self.buffer, len(message))], [(ack_addr, 1)], "ctrl")
+        self.result = b""
+        q.add([(self.buffer, len(message))], [(ack_addr, 1 + result_size)], "ctrl")
         if q.kick_needed():
             self._notify(q.index)
         self.sent += 1
@@ -86,4 +92,13 @@ class ControlChannel:
             )
         if ack == Ack.ERR:
             self.errors += 1
+        elif result_size:
+            if length < 1 + result_size:
+                self.broken = True
+                raise DriverProtocolError(
+                    f"control command ({cls}, {cmd}) answered OK with {length - 1} of the "
+                    f"{result_size} result bytes", rule="ctrl-result-short",
+                    section=spec.NET_NOTF_COAL,
+                )
+            self.result = self.memory.read(ack_addr + 1, result_size)
         return Ack(ack)

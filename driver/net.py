@@ -57,8 +57,10 @@ from virtio.ctrl import (
     RssConfig,
     RxCmd,
     VlanCmd,
+    VqNotfCoal,
     command_allowed,
     command_name,
+    encode_coal_vq_get,
     encode_mac,
     encode_offloads,
     encode_rx_mode,
@@ -122,10 +124,11 @@ latter changes the header size to 20)."""
 
 CONTROL_FEATURES = FeatureSet.of(
     F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.CTRL_MAC_ADDR, F.GUEST_ANNOUNCE,
-    F.CTRL_GUEST_OFFLOADS, F.MQ, F.RSS, F.HASH_REPORT, F.NOTF_COAL,
+    F.CTRL_GUEST_OFFLOADS, F.MQ, F.RSS, F.HASH_REPORT, F.NOTF_COAL, F.VQ_NOTF_COAL,
 )
 """The control plane: filters, MAC, VLAN, announcements, offload switching,
-multiqueue (automatic steering and RSS), hash reports, notification coalescing."""
+multiqueue (automatic steering and RSS), hash reports, notification coalescing (all
+queues, or per queue)."""
 
 SUPPORTED = DEFAULT_WANTED | CONTROL_FEATURES | FeatureSet.of(
     # TX offloads the driver may accept and simply not use yet.
@@ -136,7 +139,7 @@ SUPPORTED = DEFAULT_WANTED | CONTROL_FEATURES | FeatureSet.of(
     F.SPEED_DUPLEX, F.ACCESS_PLATFORM,
 )
 """Features this driver can operate with. Anything else it is asked for (packed rings,
-VQ_NOTF_COAL...) is dropped at probe with a reason in ``dropped``."""
+IN_ORDER...) is dropped at probe with a reason in ``dropped``."""
 NOT_IMPLEMENTED = "vnetbench driver: feature not implemented"
 
 BIG_RX_FEATURES = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_USO4, F.GUEST_USO6)
@@ -551,6 +554,33 @@ class VirtioNetDriver:
         if rx is not None:
             ok = self._command(CtrlClass.NOTF_COAL, NotfCoalCmd.RX_SET, rx.emit()) and ok
         return ok
+
+    def set_vq_notf_coal(self, vq_index: int, coal: NotfCoal) -> bool:
+        """VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET (VQ_NOTF_COAL, v1.3 §5.1.6.5.9) for one
+        enabled data virtqueue."""
+        return self._command(CtrlClass.NOTF_COAL, NotfCoalCmd.VQ_SET,
+                             VqNotfCoal(vq_index, coal).emit())
+
+    def get_vq_notf_coal(self, vq_index: int) -> NotfCoal | None:
+        """VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET: the parameters of one data virtqueue, or
+        None when the device answered ERR (whose result the driver MUST ignore,
+        v1.3 §5.1.6.5.9.5)."""
+        if not command_allowed(CtrlClass.NOTF_COAL, NotfCoalCmd.VQ_GET, self.negotiated):
+            raise ValueError("VQ_GET needs VQ_NOTF_COAL negotiated")
+        if self.control is None or self.broken:
+            return None
+        try:
+            ack = self.control.command(CtrlClass.NOTF_COAL, NotfCoalCmd.VQ_GET,
+                                       encode_coal_vq_get(vq_index), result_size=8)
+        except DriverProtocolError as err:
+            self.errors.append(err)
+            self.counters.drop(err.rule)
+            return None
+        self.counters.ctrl_commands += 1
+        if ack != Ack.OK:
+            self.counters.ctrl_errors += 1
+            return None
+        return NotfCoal.parse(self.control.result)
 
     def announce_ack(self) -> bool:
         """VIRTIO_NET_CTRL_ANNOUNCE_ACK (GUEST_ANNOUNCE, §5.1.6.5.4)."""

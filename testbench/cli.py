@@ -10,7 +10,6 @@ from pathlib import Path
 
 from emulator.profiles import PROFILES
 from testbench.demo import DemoOptions, format_report, run_demo
-from testbench.host import MIB
 from virtio.errors import VirtioError
 
 EXIT_OK = 0
@@ -27,6 +26,16 @@ def _positive(text: str) -> int:
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must not be negative")
+    return value
 
 
 def _size(text: str) -> int:
@@ -50,15 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the demo scenario on the emulated pair",
         description=(
             "Host A <-> wire <-> host B: both drivers negotiate with their devices, then "
-            "send numbered frames of mixed sizes each way; every frame is checked byte for "
-            "byte. Exit status 0 when all arrived exact, 1 on mismatches, 3 on an error."
+            "send numbered frames of mixed sizes each way and a TCP bulk transfer A -> B "
+            "(TSO on A's device, receive coalescing on B's); every frame and every flow "
+            "is checked byte for byte. Exit status 0 when all arrived exact, 1 on "
+            "mismatches, 3 on an error."
         ),
     )
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
     demo.add_argument("--frames", type=_positive, default=1000, help="frames per direction (1000)")
     demo.add_argument("--seed", type=int, default=1, help="seed for sizes and payloads (1)")
     demo.add_argument(
-        "--memory", type=_size, default=8 * MIB, help="guest memory per host, e.g. 8M, 512K (8M)"
+        "--memory", type=_size, default=None,
+        help="guest memory per host, e.g. 8M, 512K (default: what the buffers need, at least 8M)",
     )
     demo.add_argument(
         "--queue-size", type=_positive, default=256, help="virtqueue size the drivers ask for (256)"
@@ -66,6 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--profile", choices=sorted(PROFILES), default="strict",
         help="device profile of both hosts: what the device does where the spec is silent",
+    )
+    demo.add_argument(
+        "--mrg-rxbuf", action=argparse.BooleanOptionalAction, default=True,
+        help="receivers use mergeable buffers (MRG_RXBUF); --no-mrg-rxbuf: big 64 KB "
+        "buffers (default: on)",
+    )
+    demo.add_argument(
+        "--queue-pairs", type=_positive, default=1, metavar="N",
+        help="queue pairs per device and driver, spread by RSS (1)",
+    )
+    demo.add_argument(
+        "--bulk-flows", type=_count, default=4, metavar="N", help="TCP bulk flows A -> B (4)"
+    )
+    demo.add_argument(
+        "--bulk-packets", type=_count, default=16, metavar="N",
+        help="32 KB TSO packets per bulk flow; 0: no bulk phase (16)",
+    )
+    demo.add_argument(
+        "--strangers", type=_count, default=10, metavar="N",
+        help="frames A sends to a MAC nobody has, for B's receive filter to drop (10)",
     )
     demo.add_argument(
         "--pcap", type=Path, default=None, metavar="PATH",
@@ -87,6 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     queue_size=args.queue_size,
                     pcap=args.pcap,
                     profile=args.profile,
+                    mrg_rxbuf=args.mrg_rxbuf,
+                    queue_pairs=args.queue_pairs,
+                    bulk_flows=args.bulk_flows,
+                    bulk_packets=args.bulk_packets,
+                    strangers=args.strangers,
                 )
             )
         except (VirtioError, ValueError, OSError) as exc:

@@ -1,5 +1,14 @@
-"""The demo scenario: host A ↔ wire ↔ host B on the emulated pair, 1,000 numbered frames
-of mixed sizes each way, every one checked byte for byte on arrival."""
+"""The demo scenario: host A ↔ wire ↔ host B on the emulated pair.
+
+- 1,000 numbered frames of mixed sizes each way, every one checked byte for byte;
+- a TCP bulk phase A → B: ``bulk_flows`` flows of 32 KB TSO packets that A's device
+  segments (§5.1.6.2) and B's device coalesces back (GUEST_TSO4/6, §5.1.6.4) into
+  mergeable buffers (MRG_RXBUF) or big buffers, each flow's bytes checked;
+- B's driver switches promiscuous mode off (CTRL_RX, §5.1.6.5.1) and A sends a few
+  frames to a stranger's MAC: B's receive filter drops them (counted by reason);
+- with ``queue_pairs`` > 1 both devices have that many queue pairs and the drivers
+  spread flows over them (RSS, §5.1.6.5.7): the counters show per-queue traffic.
+"""
 
 from __future__ import annotations
 
@@ -9,25 +18,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from driver.net import DriverConfig
+from driver.net import BIG_PACKET, DEFAULT_WANTED, DriverConfig
 from emulator.backends.pcap import Capture
 from emulator.net.device import NetDeviceConfig
+from stack.device import RxFrame
+from stack.wire.ethernet import EtherType, build_frame
+from testbench.bulk import TcpFlowReceiver, TcpFlowSender
 from testbench.host import MIB, Host, HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
 from testbench.traffic import Checker, Sender, Stream, frame_sizes
+from virtio.constants import FeatureBit as F
+from virtio.ctrl import RxCmd
+from virtio.features import FeatureSet
+
+RX_OFFLOADS = FeatureSet.of(F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN)
+STRANGER = bytes.fromhex("02aabbccddee")
+"""A unicast MAC nobody has: frames to it are for B's receive filter to drop."""
 
 
 @dataclass(frozen=True)
 class DemoOptions:
     frames: int = 1000
     seed: int = 1
-    memory_size: int = 8 * MIB
+    memory_size: int | None = None
+    """Guest memory per host; None: enough for the receive buffers (8 MiB or more)."""
     queue_size: int = 256
     max_steps: int = 2_000_000
     profile: str = "strict"
     """Device profile of both hosts (emulator/profiles.py)."""
     pcap: Path | None = None
     """Write a pcapng of host A: what its driver handed the device, and its wire."""
+    mrg_rxbuf: bool = True
+    """Receiver with mergeable buffers (MRG_RXBUF) or, off, with big 64 KB buffers."""
+    queue_pairs: int = 1
+    """Queue pairs of both devices and drivers (RSS when more than one)."""
+    bulk_flows: int = 4
+    bulk_packets: int = 16
+    """TSO packets (32 KB each) per bulk flow; 0 flows: no bulk phase."""
+    strangers: int = 10
+    """Frames A sends to a MAC nobody has (dropped by B's filter)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.queue_pairs <= 16:
+            raise ValueError(f"queue_pairs {self.queue_pairs} is outside 1..16")
+        if self.bulk_flows < 0 or self.bulk_packets < 0 or self.strangers < 0:
+            raise ValueError("bulk_flows, bulk_packets and strangers must not be negative")
 
 
 def _host_report(host: Host) -> dict[str, Any]:
@@ -65,20 +100,35 @@ def run_demo(options: DemoOptions = DemoOptions()) -> dict[str, Any]:
     return report
 
 
+def _memory_needed(options: DemoOptions) -> int:
+    """Guest memory a receiver needs: big buffers (no MRG_RXBUF) take 64 KB each."""
+    per_buffer = 1600 if options.mrg_rxbuf else BIG_PACKET + 64
+    return options.queue_pairs * options.queue_size * (per_buffer + 1600) + 4 * MIB
+
+
 def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict[str, Any]:
     started = time.perf_counter()
-    driver_cfg = DriverConfig(queue_size=options.queue_size)
-    device_cfg = NetDeviceConfig(profile=options.profile)
+    pairs = options.queue_pairs
+    wanted = DEFAULT_WANTED | RX_OFFLOADS | FeatureSet.of(F.CTRL_RX)
+    if options.mrg_rxbuf:
+        wanted |= FeatureSet.of(F.MRG_RXBUF)
+    if pairs > 1:
+        wanted |= FeatureSet.of(F.RSS)
+    driver_cfg = DriverConfig(wanted=wanted, queue_size=options.queue_size, queue_pairs=pairs)
+    device_cfg = NetDeviceConfig(profile=options.profile, max_queue_pairs=pairs)
+    memory = options.memory_size
+    if memory is None:
+        memory = max(8 * MIB, _memory_needed(options))
     pair: Pair = make_pair(
         loop,
-        a=HostConfig("a", bytes.fromhex("525400000001"), options.memory_size, device_cfg,
-                     driver_cfg),
-        b=HostConfig("b", bytes.fromhex("525400000002"), options.memory_size, device_cfg,
-                     driver_cfg),
+        a=HostConfig("a", bytes.fromhex("525400000001"), memory, device_cfg, driver_cfg),
+        b=HostConfig("b", bytes.fromhex("525400000002"), memory, device_cfg, driver_cfg),
         seed=options.seed,
         capture=capture,
     )
     a, b = pair.a, pair.b
+    if options.strangers:  # B stops accepting every unicast frame (§5.1.6.5.1)
+        b.driver.set_rx_mode(RxCmd.PROMISC, False)
     a_to_b = Stream(
         1, a.driver.mac, b.driver.mac, frame_sizes(options.frames, options.seed), options.seed
     )
@@ -86,20 +136,46 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
         2, b.driver.mac, a.driver.mac, frame_sizes(options.frames, options.seed + 1), options.seed
     )
     checkers = {"a_to_b": Checker(a_to_b), "b_to_a": Checker(b_to_a)}
-    b.on_frames = checkers["a_to_b"].check
+    bulk = TcpFlowSender(a.driver, flows=options.bulk_flows, packets=options.bulk_packets)
+    bulk_rx = TcpFlowReceiver()
+
+    def b_frames(frames: list[RxFrame]) -> None:
+        checkers["a_to_b"].check(bulk_rx.check(frames))
+
+    b.on_frames = b_frames
     a.on_frames = checkers["b_to_a"].check
+    strangers = [build_frame(STRANGER, a.driver.mac, EtherType.LOCAL_EXPERIMENTAL_1,
+                             n.to_bytes(4, "big") + bytes(56)) for n in range(options.strangers)]
+    for frame in strangers:
+        a.driver.transmit(frame)
+    a.driver.flush()
     senders = [Sender(a_to_b, a.driver), Sender(b_to_a, b.driver)]
     for s in senders:
         loop.add_idle_hook(s.pump)
+    loop.add_idle_hook(bulk.pump)
     steps = loop.run_until_idle(max_steps=options.max_steps)
-    mismatches = sum(c.mismatches for c in checkers.values())
+    bulk_mismatches = bulk_rx.mismatches(bulk) + len(bulk_rx.other)
+    mismatches = sum(c.mismatches for c in checkers.values()) + bulk_mismatches
     return {
-        "scenario": "demo: host A <-> wire <-> host B, plain frames",
+        "scenario": "demo: host A <-> wire <-> host B: plain frames both ways, TCP bulk A -> B",
         "profile": options.profile,
         "frames_per_direction": options.frames,
         "seed": options.seed,
+        "queue_pairs": pairs,
+        "mrg_rxbuf": options.mrg_rxbuf,
         "mismatches": mismatches,
         "streams": {name: c.as_dict() for name, c in checkers.items()},
+        "bulk": {
+            "flows": bulk.flows,
+            "tso_packets_sent": bulk.sent,
+            "bytes_per_flow": bulk.packets * bulk.size,
+            "packets_received": bulk_rx.packets,
+            "coalesced_packets_received": bulk_rx.coalesced,
+            "receive_queues": {str(k): v for k, v in sorted(bulk_rx.queues.items())},
+            "flows_exact": bulk.flows - bulk_rx.mismatches(bulk),
+            "mismatches": bulk_mismatches,
+        },
+        "strangers_sent": options.strangers,
         "hosts": {"a": _host_report(a), "b": _host_report(b)},
         "wire": {"a_to_b": pair.wire.a.counters.as_dict(), "b_to_a": pair.wire.b.counters.as_dict()},
         "virtual_time_ns": loop.now,
@@ -110,7 +186,10 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
 
 def format_report(report: dict[str, Any]) -> str:
     """The human-readable form of :func:`run_demo`'s report."""
-    lines = [f"{report['scenario']} (device profile {report['profile']})", ""]
+    lines = [
+        f"{report['scenario']} (device profile {report['profile']}, "
+        f"{report['queue_pairs']} queue pair(s), "
+        f"{'mergeable' if report['mrg_rxbuf'] else 'big'} receive buffers)", ""]
     for name, host in report["hosts"].items():
         lines.append(f"host {name}  mac {host['mac']}  virtio_net_hdr {host['header_size']} bytes")
         lines.append(f"  offered:    {' '.join(host['offered'])}")
@@ -119,12 +198,16 @@ def format_report(report: dict[str, Any]) -> str:
             lines.append(f"  declined:   {d}")
         for side in ("device", "driver"):
             counters = host[side]
-            flat = {k: v for k, v in counters.items() if k != "drops"}
+            flat = {k: v for k, v in counters.items() if not isinstance(v, dict)}
             lines.append(f"  {side}: " + ", ".join(f"{k}={v}" for k, v in flat.items()))
             drops = counters.get("drops") or {}
             lines.append(
                 f"  {side} drops: " + (", ".join(f"{k}={v}" for k, v in drops.items()) or "none")
             )
+            for key, value in counters.items():
+                if isinstance(value, dict) and key != "drops" and value:
+                    items = ", ".join(f"{k}={v}" for k, v in value.items())
+                    lines.append(f"  {side} {key}: {items}")
         lines.append(f"  violations: {len(host['violations'])}")
         for v in host["violations"]:
             lines.append(f"    [{v['who']}] {v['rule']}: {v['detail']} ({v['reference']})")
@@ -133,6 +216,9 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"wire {direction}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
     for direction, s in report["streams"].items():
         lines.append(f"stream {direction}: " + ", ".join(f"{k}={v}" for k, v in s.items()))
+    bulk = report["bulk"]
+    lines.append("bulk a_to_b: " + ", ".join(f"{k}={v}" for k, v in bulk.items()))
+    lines.append(f"frames to a stranger's MAC (B's filter): {report['strangers_sent']}")
     lines.append(
         f"virtual time {report['virtual_time_ns'] / 1e6:.3f} ms, {report['loop_steps']} loop "
         f"steps, wall {report['wall_time_s']:.2f} s"

@@ -67,7 +67,7 @@ IMPLEMENTED = FeatureSet.of(
     F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_USO4, F.GUEST_USO6,
     F.RSC_EXT, F.MRG_RXBUF,
     F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.CTRL_MAC_ADDR, F.GUEST_ANNOUNCE,
-    F.CTRL_GUEST_OFFLOADS, F.MQ, F.RSS, F.HASH_REPORT, F.NOTF_COAL,
+    F.CTRL_GUEST_OFFLOADS, F.MQ, F.RSS, F.HASH_REPORT, F.NOTF_COAL, F.VQ_NOTF_COAL,
 )
 """What this device can do (§5.1.3): transmit checksum offload and segmentation; on
 receive, checksum verification (DATA_VALID), TCP and UDP coalescing into big or
@@ -270,7 +270,7 @@ class NetDevice:
                 max_pairs=pairs, rss_max_key_size=RSS_KEY_SIZE_MAX,
                 rss_max_indirection_table_length=RSS_TABLE_LENGTH_MAX,
                 supported_hash_types=SUPPORTED_HASH_TYPES,
-            ), neg)
+            ), neg, vq_enabled=lambda vq: core.queue(vq) is not None)
         for pair in range(pairs):
             rx = core.queue(2 * pair)
             if rx is not None:
@@ -465,8 +465,18 @@ class NetDevice:
             if result.ok:
                 self._apply(core, control, result, cls, cmd)
         if result.ok:
-            chain.write(core.memory, bytes((Ack.OK,)))
-            return 1
+            # struct virtio_net_ctrl: the ack, then any command-specific-result
+            # (NOTF_COAL VQ_GET; virtio-v1.3 §5.1.6.5, Linux virtnet_send_command_reply)
+            reply = bytes((Ack.OK,)) + result.response
+            if chain.writable_len < len(reply):
+                reply = bytes((Ack.ERR,))
+                result = CommandResult(
+                    False, "ctrl-result-buffer-short", spec.NET_NOTF_COAL,
+                    f"{chain.writable_len} device-writable bytes for the ack and a "
+                    f"{len(result.response)}-byte result")
+            else:
+                chain.write(core.memory, reply)
+                return len(reply)
         counters.ctrl_errors += 1
         self._violation(result.rule or "ctrl-error", result.section or spec.NET_CTRL,
                         result.detail, action="refused", queue=index,
@@ -498,13 +508,10 @@ class NetDevice:
         elif cls == CtrlClass.MQ and cmd == MqCmd.HASH_CONFIG and control.hash_config:
             self.steering.set_hash(control.hash_config.hash_types, control.hash_config.key)
         if "notf_coal" in changed:
-            pairs = range(self.config.max_queue_pairs)
-            due = self._notify.configure(
-                [2 * p for p in pairs], control.notf_coal_rx.max_packets,
-                control.notf_coal_rx.max_usecs)
-            due += self._notify.configure(
-                [2 * p + 1 for p in pairs], control.notf_coal_tx.max_packets,
-                control.notf_coal_tx.max_usecs)
+            due: list[int] = []
+            for q_index in range(2 * self.config.max_queue_pairs):
+                coal = control.coal_for(q_index)  # VQ_SET's, else TX_SET / RX_SET's
+                due += self._notify.configure([q_index], coal.max_packets, coal.max_usecs)
             for q_index in due:
                 self._deferred_notify(q_index)
 

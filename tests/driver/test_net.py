@@ -116,11 +116,11 @@ def test_guest_ecn_without_guest_tso4_is_dropped_with_its_rule() -> None:
 
 
 def test_features_the_driver_does_not_implement_are_dropped_with_a_reason() -> None:
-    offered = DATA_PLANE | FeatureSet.of(F.MRG_RXBUF, F.RING_PACKED, F.VQ_NOTF_COAL)
+    offered = DATA_PLANE | FeatureSet.of(F.MRG_RXBUF, F.RING_PACKED, F.IN_ORDER)
     dev, drv, _ = make(offered, DriverConfig(wanted=offered, queue_size=8))
     assert dev.driver_feature_set == DATA_PLANE.with_(F.MRG_RXBUF)
     reasons = {v.feature: v.section for v in drv.dropped}
-    assert reasons == {F.RING_PACKED: NOT_IMPLEMENTED, F.VQ_NOTF_COAL: NOT_IMPLEMENTED}
+    assert reasons == {F.RING_PACKED: NOT_IMPLEMENTED, F.IN_ORDER: NOT_IMPLEMENTED}
 
 
 def test_features_ok_refused_sets_failed() -> None:
