@@ -4,6 +4,8 @@ driver that accepted GUEST_TSO4/6 — and never for one that did not."""
 
 from __future__ import annotations
 
+import pytest
+
 from driver.net import DEFAULT_WANTED, DriverConfig
 from emulator.backends.base import Receiver
 from emulator.backends.wire import WirePort
@@ -13,7 +15,7 @@ from emulator.profiles import STRICT
 from stack.device import RxFrame, TxMeta
 from testbench.host import HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
-from testbench.packets import DST_MAC, SRC_MAC, Seed, tcp_packet
+from testbench.packets import DST_MAC, SRC_MAC, Seed, tcp_packet, udp_packet
 from virtio.constants import FeatureBit as F
 from virtio.constants import GsoType, NetHdrFlag
 from virtio.features import FeatureSet
@@ -138,3 +140,46 @@ def test_mergeable_packet_larger_than_the_posted_buffers_is_dropped_and_counted(
     assert p.b.device.counters.drops == {"rx-no-buffer": 1}
     send_tso(p, 5000)  # 4 segments, coalesced into one packet of 4 buffers
     assert len(got) == 1 and len(got[0].data) == 5054
+
+
+def test_rsc_ext_reports_segments_and_the_driver_finds_the_tcp_header() -> None:
+    """RSC_EXT (§5.1.6.4.1): a coalesced packet carries RSC_INFO with the number of
+    coalesced segments in csum_start and duplicate ACKs in csum_offset; the driver passes
+    the counts up and locates the TCP header itself for the partial checksum."""
+    p, got, wire = pair(GRO.with_(F.RSC_EXT))
+    assert F.RSC_EXT in p.b.driver.negotiated
+    send_tso(p, 64000)
+    (rx,) = got
+    assert len(wire) == 45
+    assert (rx.segments, rx.dup_acks, rx.segment_size) == (45, 0, 1448)
+    assert (rx.csum_partial, rx.csum_start, rx.csum_offset) == (True, 34, 16)
+    assert p.b.driver.errors == []
+
+
+@pytest.mark.parametrize("v6", [False, True])
+def test_uso_datagrams_coalesce_for_a_driver_with_guest_uso(v6: bool) -> None:
+    """GUEST_USO4 / GUEST_USO6 (§5.1.6.4.1): UDP segments of one datagram burst come up
+    as one UDP_L4 packet, and cut again they are what was on the wire."""
+    wants = GRO.with_(F.GUEST_USO6 if v6 else F.GUEST_USO4)
+    p, got, wire = pair(wants)
+    pkt = udp_packet(8000, gso_size=1400, ipv6=v6)
+    assert p.a.driver.transmit(pkt.frame, TxMeta(1400, pkt.hdr.csum_start, pkt.hdr.csum_offset))
+    p.a.driver.flush()
+    p.loop.run_until_idle(max_steps=100_000)
+    assert len(wire) == 6  # 5 x 1400 + 1000
+    (rx,) = got
+    assert rx.segment_size == 1400 and rx.csum_partial
+    hdr = NetHdr(flags=NetHdrFlag.NEEDS_CSUM, gso_type=GsoType.UDP_L4, gso_size=1400,
+                 hdr_len=pkt.hdr.hdr_len, csum_start=pkt.hdr.csum_start, csum_offset=6)
+    assert segment(rx.data, hdr, STRICT) == wire
+    assert p.b.device.counters.rx_coalesced_segments == 6
+
+
+def test_uso_not_accepted_means_datagrams_one_by_one() -> None:
+    p, got, wire = pair(GRO)  # GUEST_TSO4/6 but no GUEST_USO
+    pkt = udp_packet(8000, gso_size=1400)
+    assert p.a.driver.transmit(pkt.frame, TxMeta(1400, pkt.hdr.csum_start, pkt.hdr.csum_offset))
+    p.a.driver.flush()
+    p.loop.run_until_idle(max_steps=100_000)
+    assert [rx.data for rx in got] == wire and len(wire) == 6
+    assert all(rx.segment_size is None for rx in got)
