@@ -4,12 +4,18 @@ A backend carries Ethernet frames (no virtio_net_hdr) between the device and the
 The device calls :meth:`Backend.send` for each frame it puts on the wire; the backend
 calls the receiver the device registered for each frame that arrives. The receiver returns
 whether the device accepted the frame (False: dropped, and the device has counted why).
+
+A backend with a bounded queue towards the network may also push back
+(:class:`FlowControl`): while it is not ready the device leaves transmit chains in the
+ring — as vhost-net stops taking buffers when the tap's socket is full — and resumes
+when the backend says it has room again. The driver then sees a full ring instead of
+frames vanishing into a full queue.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 Receiver = Callable[[bytes], bool]
 
@@ -21,4 +27,19 @@ class Backend(Protocol):
 
     def set_receiver(self, receiver: Receiver | None) -> None:
         """Register the device's entry point for frames from the network."""
+        ...
+
+
+@runtime_checkable
+class FlowControl(Protocol):
+    """Optional backend side of transmit backpressure."""
+
+    def tx_ready(self) -> bool:
+        """Whether the backend takes more frames now (room for at least one packet's
+        segments)."""
+        ...
+
+    def on_tx_ready(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` once the backend has room again after :meth:`tx_ready`
+        said no (None: stop calling)."""
         ...

@@ -37,7 +37,7 @@ from typing import BinaryIO, Protocol
 
 import construct as cs
 
-from emulator.backends.base import Backend, Receiver
+from emulator.backends.base import Backend, FlowControl, Receiver
 from virtio.constants import GSO_ECN, GsoType, NetHdrFlag
 from virtio.net_hdr import NetHdr
 
@@ -445,6 +445,14 @@ class CaptureBackend:
 
     def set_receiver(self, receiver: Receiver | None) -> None:
         self._receiver = receiver
+
+    def tx_ready(self) -> bool:
+        """The wrapped backend's transmit backpressure (always ready without one)."""
+        return not isinstance(self.inner, FlowControl) or self.inner.tx_ready()
+
+    def on_tx_ready(self, callback: Callable[[], None] | None) -> None:
+        if isinstance(self.inner, FlowControl):
+            self.inner.on_tx_ready(callback)
 
     def _on_receive(self, frame: bytes) -> bool:
         self.writer.record(frame, self.clock(), interface=self.interface, direction=Direction.INBOUND)

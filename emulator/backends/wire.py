@@ -41,6 +41,9 @@ from emulator.backends.base import Receiver
 __all__ = ["FaultConfig", "Wire", "WireCounters", "WirePort"]
 
 _NS_PER_S = 1_000_000_000
+TX_HEADROOM = 1024
+"""Frames of queue a port keeps free when it says it is ready: one 64 KB packet
+segmented at a 64-byte MSS."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class WirePort:
         self._receiver: Receiver | None = None
         self._busy_until = 0
         self._in_flight = 0
+        self._on_ready: Callable[[], None] | None = None
         self.peer: WirePort = self  # set by Wire once both ends exist
 
     def send(self, frame: bytes) -> None:
@@ -122,6 +126,15 @@ class WirePort:
     def set_receiver(self, receiver: Receiver | None) -> None:
         """Register the callable that frames arriving at this port are handed to."""
         self._receiver = receiver
+
+    # FlowControl
+    def tx_ready(self) -> bool:
+        """Room for another packet: fewer than ``queue_limit - TX_HEADROOM`` frames in
+        flight (the headroom takes a 64 KB packet cut into segments of 64 bytes)."""
+        return self._in_flight < self._wire.tx_threshold
+
+    def on_tx_ready(self, callback: Callable[[], None] | None) -> None:
+        self._on_ready = callback
 
     def __repr__(self) -> str:
         return f"<WirePort {self.name} -> {self.peer.name}>"
@@ -152,6 +165,8 @@ class Wire:
         self.faults = faults
         self.seed = seed
         self.queue_limit = queue_limit
+        self.tx_threshold = max(1, queue_limit - TX_HEADROOM)
+        """In-flight frames at which a port stops being :meth:`WirePort.tx_ready`."""
         self.a = WirePort(self, "a", seed)
         self.b = WirePort(self, "b", seed)
         self.a.peer = self.b
@@ -182,6 +197,9 @@ class Wire:
             source = item.source
             source._in_flight -= 1
             arrived += 1
+            if source._on_ready is not None and source._in_flight < self.tx_threshold:
+                ready, source._on_ready = source._on_ready, None
+                ready()  # what the sender sends now waits for the next poll
             receiver = source.peer._receiver
             counters = source.counters
             if receiver is not None and receiver(item.frame):

@@ -24,6 +24,8 @@ class NetCounters:
     """Packets the device segmented (TSO/USO/UFO)."""
     tx_csum_offloads: int = 0
     """Packets whose L4 checksum the device completed (NEEDS_CSUM)."""
+    tx_backpressure: int = 0
+    """Times transmit paused because the backend was full (chains left in the ring)."""
     rx_frames: int = 0
     rx_bytes: int = 0
     rx_chains: int = 0

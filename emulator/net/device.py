@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from emulator.backends.base import Backend
+from emulator.backends.base import Backend, FlowControl
 from emulator.core import DeviceCore
 from emulator.monitor import DRIVER
 from emulator.net.control import CommandResult, ControlLimits, ControlState
@@ -213,6 +213,8 @@ class NetDevice:
         self._notify = NotifyCoalescer(self._later, self._deferred_notify)
         self._tx_index = self.TX_QUEUE
         """The transmit queue being processed (for monitor records)."""
+        self._tx_paused: set[int] = set()
+        """Transmit queues waiting for the backend to drain."""
 
     def _later(self, delay: int, fn: Callable[[], object]) -> object:
         assert self.call_later is not None
@@ -327,6 +329,7 @@ class NetDevice:
         self._notify.reset()
         self.mac = self.config.mac
         self.announce_pending = False
+        self._tx_paused.clear()
 
     # outside world
     def attach(self, backend: Backend) -> None:
@@ -529,14 +532,24 @@ class NetDevice:
                             f"transmitq{pair + 1} used while {self._tx_pairs()} pair(s) "
                             "are enabled", action="allowed", queue=index)
         self._tx_index = index
+        self._tx_paused.discard(index)
         memory = core.memory
         used = 0
+        backend: object = self.backend
+        flow = backend if isinstance(backend, FlowControl) else None
         while core.live:
             q.disable_notifications(memory)
-            while (chain := q.pop(memory)) is not None:
+            while (flow is None or flow.tx_ready()) and (chain := q.pop(memory)) is not None:
                 self._transmit(core, chain)
                 q.push_used(memory, chain.head, 0)
                 used += 1
+            if flow is not None and not flow.tx_ready() and q.pending(memory):
+                # The backend is full: leave the rest in the ring (notifications off)
+                # and go on when it drains, as vhost-net does on a full tap socket.
+                self._tx_paused.add(index)
+                self.counters.tx_backpressure += 1
+                flow.on_tx_ready(self._resume_tx)
+                break
             # Re-enable, then re-check: a chain made available after the last pop and
             # before notifications were on again would otherwise wait forever.
             q.enable_notifications(memory)
@@ -544,6 +557,11 @@ class NetDevice:
                 break
         if used:
             self._signal(core, q, used)
+
+    def _resume_tx(self) -> None:
+        """The backend has room again: carry on with the paused transmit queues."""
+        for index in sorted(self._tx_paused):
+            self._process_tx(index)
 
     def _tx_pairs(self) -> int:
         """Transmit queues the driver may use now (§5.1.6.5.6.1, RSS max_tx_vq)."""
