@@ -404,7 +404,9 @@ class VirtioNetDriver:
         wanted = len(self.tx_paths)
         types = HashType(self.config.rss_hash_types & cfg.supported_hash_types)
         key = self.config.rss_key[:cfg.rss_max_key_size]
-        if F.RSS in neg and wanted > 1:
+        if F.RSS in neg and (wanted > 1 or F.HASH_REPORT in neg):
+            # also for one pair with HASH_REPORT: with RSS negotiated the hash types and
+            # key come from RSS_CONFIG (§5.1.6.4.3; Linux syncs RSS at probe likewise)
             length = 1 << (max(1, cfg.rss_max_indirection_table_length).bit_length() - 1)
             table = tuple(i % wanted for i in range(min(length, 128)))
             if self.set_rss(RssConfig(types, table, 0, wanted, key)):

@@ -215,11 +215,10 @@ class ControlState:
 
     def hash_params(self) -> tuple[HashType, bytes]:
         """Enabled hash types and key for hash calculation (§5.1.6.4.3): from the RSS
-        configuration when RSS was negotiated, else from HASH_CONFIG; nothing before the
-        driver configured them."""
-        if F.RSS in self.negotiated:
-            if self.rss is None:
-                return HashType(0), b""
+        configuration while RSS steers, else from HASH_CONFIG (a VQ_PAIRS_SET after
+        RSS_CONFIG ends RSS, §5.1.6.5.5, and with it its hash parameters); nothing
+        before the driver configured them."""
+        if F.RSS in self.negotiated and self.rss is not None:
             return self.rss.hash_types, self.rss.key
         if self.hash_config is None:
             return HashType(0), b""

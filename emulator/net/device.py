@@ -502,14 +502,14 @@ class NetDevice:
         if "offloads" in changed:
             self._guest_offloads = control.guest_offloads & RX_OFFLOADS
             self._build_gro()
-        if cls == CtrlClass.MQ and cmd == MqCmd.RSS_CONFIG and control.rss is not None:
-            rss = control.rss
-            self.steering.set_rss(rss.hash_types, rss.key, rss.indirection_table,
-                                  rss.unclassified_queue)
-        elif cls == CtrlClass.MQ and cmd == MqCmd.VQ_PAIRS_SET:
-            self.steering.set_pairs(control.queue_pairs)
-        elif cls == CtrlClass.MQ and cmd == MqCmd.HASH_CONFIG and control.hash_config:
-            self.steering.set_hash(control.hash_config.hash_types, control.hash_config.key)
+        if cls == CtrlClass.MQ:
+            if cmd == MqCmd.RSS_CONFIG and control.rss is not None:
+                rss = control.rss
+                self.steering.set_rss(rss.hash_types, rss.key, rss.indirection_table,
+                                      rss.unclassified_queue)
+            elif cmd == MqCmd.VQ_PAIRS_SET:
+                self.steering.set_pairs(control.queue_pairs)
+            self.steering.set_hash(*control.hash_params())  # one source of truth
         if "notf_coal" in changed:
             due: list[int] = []
             for q_index in range(2 * self.config.max_queue_pairs):
@@ -527,7 +527,7 @@ class NetDevice:
         if q is None:
             return
         pair = index // 2
-        if pair >= self._tx_pairs():
+        if pair >= self._tx_pairs() and q.pending(core.memory):
             self._violation("tx-queue-not-enabled", spec.NET_MQ_STEERING_DRIVER,
                             f"transmitq{pair + 1} used while {self._tx_pairs()} pair(s) "
                             "are enabled", action="allowed", queue=index)
