@@ -36,8 +36,9 @@ class NetCounters:
     rx_coalesced_segments: int = 0
     """Wire frames merged into those packets."""
     rx_resegmented: int = 0
-    """Coalesced packets cut back into wire segments because the driver switched that
-    offload off at run time (CTRL_GUEST_OFFLOADS) while they were held."""
+    """Coalesced packets cut back into wire segments at delivery because their kind is
+    switched off (CTRL_GUEST_OFFLOADS). A safety net: the device flushes what it holds
+    before it executes GUEST_OFFLOADS_SET, so this stays 0 unless that order breaks."""
     interrupts: int = 0
     """Used buffer interrupts raised."""
     interrupts_suppressed: int = 0

@@ -76,8 +76,9 @@ checksum merge while each payload is at most the first one's; a shorter one is m
 the last; at most :data:`UDP_GRO_CNT_MAX` datagrams. The merged packet: UDP length
 updated, the UDP checksum field holding the pseudo-header sum, ``gso_type`` UDP_L4,
 ``csum_offset`` 6. With ``rsc_info`` it carries RSC_INFO too, as §5.1.6.4.1 words it for
-every gso_type other than NONE. UDP with USO disabled (and zero-checksum UDP) passes
-through unchanged with flags 0.
+every gso_type other than NONE. UDP with USO disabled passes through unchanged
+with DATA_VALID (its checksum verified, as TCP of a disabled kind); zero-checksum UDP
+with flags 0.
 
 Not implemented: BIG TCP (packets over 65535 bytes), GRO of tunnels, VLAN tags
 (tagged frames pass through unchanged).
@@ -221,8 +222,8 @@ class Coalescer:
             flags = _DATA_VALID if valid and cfg.guest_csum else 0
             return [Coalesced(frame, NetHdr(flags=flags) if flags else _PASS)]
         if seg.udp:
-            if not (cfg.uso6 if seg.v6 else cfg.uso4):
-                return [Coalesced(frame, _PASS)]
+            if not (cfg.uso6 if seg.v6 else cfg.uso4):  # verified, like TCP of a kind off
+                return [Coalesced(frame, NetHdr(flags=_DATA_VALID) if cfg.guest_csum else _PASS)]
         elif not (cfg.tcp6 if seg.v6 else cfg.tcp4):
             return [Coalesced(frame, NetHdr(flags=_DATA_VALID) if cfg.guest_csum else _PASS)]
         flow = self._flows.get(seg.key)

@@ -485,10 +485,13 @@ def test_uso_larger_datagram_starts_a_new_packet_and_count_is_capped() -> None:
 
 
 def test_uso_disabled_or_zero_checksum_passes_untouched() -> None:
+    # USO4 off: each datagram alone, its checksum verified (DATA_VALID, as for TCP of a
+    # disabled kind)
+    valid = NetHdr(flags=NetHdrFlag.DATA_VALID)
     dgs = [datagram(pay(100, i), ident=7 + i) for i in range(2)]
-    assert run(dgs) == ([Coalesced(d, NetHdr()) for d in dgs], [])
+    assert run(dgs) == ([Coalesced(d, valid) for d in dgs], [])
     assert run(dgs, CoalesceConfig(tcp4=True, tcp6=True, ecn=False, uso6=True)) == (
-        [Coalesced(d, NetHdr()) for d in dgs], [])
+        [Coalesced(d, valid) for d in dgs], [])
     zero = [datagram(pay(100, i), ident=7 + i, check="zero") for i in range(2)]
     assert run(zero, USO) == ([Coalesced(d, NetHdr()) for d in zero], [])
     bad = datagram(pay(100), check="valid")
