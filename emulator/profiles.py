@@ -89,6 +89,13 @@ class Profile:
     big_packets: bool
     """IP packets over 65535 bytes (IPv4 total length 0, IPv6 payload length 0) accepted."""
     engine: Engine = Engine.SPEC
+    rx_pass_offloads: bool = False
+    """A received packet whose checksum is partial or that is a GSO packet (a backend
+    such as a tap with a vnet header hands over what a local sender left unfinished):
+    True passes NEEDS_CSUM / the gso fields on to a driver that accepted them (Linux tap
+    ``virtio_net_hdr_from_skb``, QEMU forwarding the tap's header); False has the device
+    finish the checksum and segment itself, delivering plain verified packets (both are
+    allowed by §5.1.6.4.1)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.actions, MappingProxyType):
@@ -229,11 +236,14 @@ LINUX = Profile(
         "net/ipv6/udp_offload.c udp6_ufo_fragment, net/ipv6/output_core.c "
         "ip6_find_1stfragopt (fragment header insertion)",
         "net/bridge/br_forward.c br_dev_queue_push_xmit (no IP checks without br_netfilter)",
+        "include/linux/virtio_net.h virtio_net_hdr_from_skb: a CHECKSUM_PARTIAL / GSO skb "
+        "read from a tap keeps NEEDS_CSUM and its gso fields on the way to a guest",
     ),
     actions=_actions(1),
     seed=SeedPolicy.ADJUST,
     big_packets=True,
     engine=Engine.LINUX,
+    rx_pass_offloads=True,
 )
 
 QEMU = Profile(
@@ -258,11 +268,14 @@ QEMU = Profile(
         "parse (hdr_len = L2 + L3 + TCP data offset), so the driver's hdr_len is not used",
         "QEMU 7.2 fragmented TCP super-packets as IP fragments; the TCP segmentation "
         "modelled here is the 8.0 rework of net_tx_pkt.c",
+        "hw/net/virtio-net.c receive_header / virtio_net_receive_rcu: with a vnet-header "
+        "peer (tap) the peer's header reaches the guest as it is",
     ),
     actions=_actions(2),
     seed=SeedPolicy.RECOMPUTE,
     big_packets=False,
     engine=Engine.QEMU,
+    rx_pass_offloads=True,
 )
 
 PROFILES: dict[str, Profile] = {p.name: p for p in (STRICT, LINUX, QEMU)}

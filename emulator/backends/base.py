@@ -17,7 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
+from virtio.net_hdr import NetHdr
+
 Receiver = Callable[[bytes], bool]
+OffloadReceiver = Callable[[bytes, NetHdr], bool]
+"""A frame with the offload metadata its source attached (partial checksum, GSO): a
+Linux tap with a vnet header hands the device what the kernel left unfinished."""
 
 
 class Backend(Protocol):
@@ -42,4 +47,14 @@ class FlowControl(Protocol):
     def on_tx_ready(self, callback: Callable[[], None] | None) -> None:
         """Call ``callback`` once the backend has room again after :meth:`tx_ready`
         said no (None: stop calling)."""
+        ...
+
+
+@runtime_checkable
+class OffloadSource(Protocol):
+    """Optional: a backend whose frames may arrive with offload work left to do."""
+
+    def set_offload_receiver(self, receiver: OffloadReceiver | None) -> None:
+        """Register the device's entry point for frames that carry a virtio_net_hdr with
+        NEEDS_CSUM or a gso_type; plain frames still go to the plain receiver."""
         ...

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import IntFlag
 from types import TracebackType
 
-from emulator.backends.base import Receiver
+from emulator.backends.base import OffloadReceiver, Receiver
 from virtio.errors import VirtioError
 from virtio.net_hdr import VALID_SIZES, NetHdr
 
@@ -336,6 +336,7 @@ class TapBackend:
         self.counters = TapCounters()
         self.last_error: TapError | None = None
         self._receiver: Receiver | None = None
+        self._offload_receiver: OffloadReceiver | None = None
         self._last_poll: int | None = None
 
     def send(self, frame: bytes, hdr: NetHdr | None = None) -> None:
@@ -352,6 +353,11 @@ class TapBackend:
 
     def set_receiver(self, receiver: Receiver | None) -> None:
         self._receiver = receiver
+
+    def set_offload_receiver(self, receiver: OffloadReceiver | None) -> None:
+        """Frames the kernel hands over with a partial checksum or as GSO packets (the
+        tap's TUNSETOFFLOAD flags allow it) go here with their header."""
+        self._offload_receiver = receiver
 
     def next_deadline(self) -> int | None:
         if self.poll_interval_ns is None:
@@ -371,8 +377,14 @@ class TapBackend:
                 break
             count += 1
             counters.rx_frames += 1
-            receiver = self._receiver
-            if receiver is not None and receiver(item[1]):
+            hdr, frame = item
+            offload = self._offload_receiver
+            if offload is not None and (hdr.gso_type or hdr.needs_csum):
+                accepted = offload(frame, hdr)
+            else:
+                receiver = self._receiver
+                accepted = receiver is not None and receiver(frame)
+            if accepted:
                 counters.rx_delivered += 1
             else:
                 counters.rx_undeliverable += 1

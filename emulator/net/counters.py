@@ -35,6 +35,11 @@ class NetCounters:
     """Packets placed for the driver that were coalesced from several wire frames."""
     rx_coalesced_segments: int = 0
     """Wire frames merged into those packets."""
+    rx_offloads_passed: int = 0
+    """Received packets with a partial checksum / GSO passed on to the driver as such."""
+    rx_offloads_finished: int = 0
+    """Received packets whose checksum the device completed or which it segmented
+    before delivery (the driver had not accepted that offload, or the profile says so)."""
     rx_resegmented: int = 0
     """Coalesced packets cut back into wire segments at delivery because their kind is
     switched off (CTRL_GUEST_OFFLOADS). A safety net: the device flushes what it holds

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from emulator.backends.base import Backend, FlowControl
+from emulator.backends.base import Backend, FlowControl, OffloadSource
 from emulator.core import DeviceCore
 from emulator.monitor import DRIVER
 from emulator.net.control import CommandResult, ControlLimits, ControlState
@@ -34,6 +34,7 @@ from emulator.offload import (
     Coalescer,
     Note,
     OffloadError,
+    complete_checksum,
     segment,
     segment_packet,
 )
@@ -335,6 +336,8 @@ class NetDevice:
     def attach(self, backend: Backend) -> None:
         self.backend = backend
         backend.set_receiver(self.receive)
+        if isinstance(backend, OffloadSource):
+            backend.set_offload_receiver(self.receive_offloaded)
 
     @property
     def negotiated(self) -> FeatureSet:
@@ -718,41 +721,10 @@ class NetDevice:
     def receive(self, frame: bytes) -> bool:
         """A frame from the network; True when it was taken (placed in a receive buffer,
         or held for coalescing)."""
-        counters = self.counters
-        core = self.core
-        if core is None or not core.live or core.queue(self.RX_QUEUE) is None:
-            counters.drop("rx-not-ready")
+        admitted = self._admit(frame, gso=False)
+        if admitted is None:
             return False
-        if not self.link_up:
-            counters.drop("rx-link-down")
-            return False
-        if len(frame) < HEADER_LEN:
-            counters.drop("rx-runt")
-            return False
-        if F.MTU in self.negotiated:
-            limit = self.config.mtu + _link_header_len(frame)  # §5.1.4.1
-        else:  # §5.1.6.3.1: such a driver posts 1526-byte buffers (1514 + a tag)
-            limit = min(self.config.mtu, DEFAULT_MTU) + HEADER_LEN + VLAN_TAG_LEN
-        if len(frame) > limit:
-            counters.drop("rx-oversize")
-            return False
-        control = self.control
-        if control is not None:
-            reason = control.filter.check(frame)
-            if reason is not None:  # §5.1.6.5.1-3: the driver's filters said no
-                counters.drop(reason)
-                return False
-        pair = self.steering.select(frame)
-        q = core.queue(2 * pair) if pair < self.config.max_queue_pairs else None
-        if q is None:
-            counters.drop("rx-queue-not-ready")
-            return False
-        if self._rx_waiting[pair]:
-            # Out of buffers and waiting for the driver's refill notification; like a
-            # QEMU backend that stops reading its tap until virtio_net_handle_rx, the
-            # device does not look at the ring meanwhile.
-            counters.drop("rx-no-buffer")
-            return False
+        core, q, pair = admitted
         gro = self._gro[pair]
         if gro is None:
             return self._deliver(core, q, frame, _RX_PLAIN)
@@ -768,6 +740,83 @@ class NetDevice:
                 self._gro_timer = True
                 self.call_later(self.config.gro_flush_ns, self._flush_rx)
         return placed
+
+    def receive_offloaded(self, frame: bytes, hdr: NetHdr) -> bool:
+        """A frame whose source left offload work undone (a tap with a vnet header: a
+        partial checksum, NEEDS_CSUM, or a GSO packet). A profile that passes offloads
+        on (``rx_pass_offloads``) hands it to a driver that accepted that kind as it is
+        (§5.1.6.4.1: NEEDS_CSUM, gso_type, gso_size); otherwise the device finishes the
+        work — completes the checksum, segments a GSO packet — and receives the result
+        as plain frames (DATA_VALID with GUEST_CSUM)."""
+        counters = self.counters
+        gso = hdr.gso_type != GsoType.NONE
+        if not gso and not hdr.needs_csum:
+            return self.receive(frame)
+        on = self._guest_offloads
+        if (self.profile.rx_pass_offloads and F.GUEST_CSUM in on
+                and hdr.needs_csum and (not gso or self._gso_allowed(hdr))):
+            admitted = self._admit(frame, gso=gso)
+            if admitted is None:
+                return False
+            core, q, _ = admitted
+            counters.rx_offloads_passed += 1
+            passed = NetHdr(flags=int(NetHdrFlag.NEEDS_CSUM), gso_type=hdr.gso_type,
+                            hdr_len=hdr.hdr_len, gso_size=hdr.gso_size,
+                            csum_start=hdr.csum_start, csum_offset=hdr.csum_offset)
+            return self._deliver(core, q, frame, passed)
+        try:
+            frames = (segment(frame, hdr, self.profile) if gso
+                      else [complete_checksum(frame, hdr)])
+        except OffloadError as err:
+            counters.drop("rx-" + err.rule)
+            return False
+        counters.rx_offloads_finished += 1
+        results = [self.receive(f) for f in frames]
+        return all(results)
+
+    def _admit(self, frame: bytes, *, gso: bool) -> tuple[DeviceCore, DeviceQueue, int] | None:
+        """The checks every received frame passes before a receive queue: device live,
+        link up, size (a GSO packet up to 64 KiB of IP), the receive filter
+        (§5.1.6.5.1-3), steering to a ready queue not waiting for a refill. None when
+        dropped (counted by reason)."""
+        counters = self.counters
+        core = self.core
+        if core is None or not core.live or core.queue(self.RX_QUEUE) is None:
+            counters.drop("rx-not-ready")
+            return None
+        if not self.link_up:
+            counters.drop("rx-link-down")
+            return None
+        if len(frame) < HEADER_LEN:
+            counters.drop("rx-runt")
+            return None
+        if gso:
+            limit = 0xFFFF + _link_header_len(frame)
+        elif F.MTU in self.negotiated:
+            limit = self.config.mtu + _link_header_len(frame)  # §5.1.4.1
+        else:  # §5.1.6.3.1: such a driver posts 1526-byte buffers (1514 + a tag)
+            limit = min(self.config.mtu, DEFAULT_MTU) + HEADER_LEN + VLAN_TAG_LEN
+        if len(frame) > limit:
+            counters.drop("rx-oversize")
+            return None
+        control = self.control
+        if control is not None:
+            reason = control.filter.check(frame)
+            if reason is not None:  # §5.1.6.5.1-3: the driver's filters said no
+                counters.drop(reason)
+                return None
+        pair = self.steering.select(frame)
+        q = core.queue(2 * pair) if pair < self.config.max_queue_pairs else None
+        if q is None:
+            counters.drop("rx-queue-not-ready")
+            return None
+        if self._rx_waiting[pair]:
+            # Out of buffers and waiting for the driver's refill notification; like a
+            # QEMU backend that stops reading its tap until virtio_net_handle_rx, the
+            # device does not look at the ring meanwhile.
+            counters.drop("rx-no-buffer")
+            return None
+        return core, q, pair
 
     def _flush_rx(self) -> None:
         """End of the coalescing window: what is held goes to the driver."""
