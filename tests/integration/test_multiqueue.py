@@ -25,7 +25,6 @@ Functions") sharing nothing with emulator/net/rss.py — gives the expected hash
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 import zlib
 from collections import Counter
@@ -45,6 +44,7 @@ from testbench.bulk import BASE_SPORT, DPORT, TcpFlowReceiver, TcpFlowSender
 from testbench.host import Host, HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
 from testbench.packets import DST_MAC, DST_V4, SRC_MAC, SRC_V4
+from tests.rss_vectors import MS_KEY, V4_ROWS, V6_ROWS, Row, ip, ref_toeplitz
 from virtio import spec
 from virtio.constants import FeatureBit as F
 from virtio.constants import HashReport, HashType, MmioReg
@@ -58,10 +58,6 @@ TABLE_LENGTH = 128
 """The device's rss_max_indirection_table_length: the driver programs a table that long."""
 ROUND_ROBIN = tuple(i % PAIRS for i in range(TABLE_LENGTH))
 """The table the driver sends at probe (i % pairs, as Linux's default table)."""
-MS_KEY = bytes.fromhex(
-    "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa"
-)
-"""The key of the verification suite."""
 PAYLOAD = b"vnetbench multiqueue"
 RSS_WANTED = DEFAULT_WANTED.with_(F.RSS, F.HASH_REPORT)
 MQ_WANTED = DEFAULT_WANTED  # MQ is in the driver's default set; RSS and HASH_REPORT are not
@@ -71,20 +67,6 @@ T = HashType
 
 # --- The verification suite: (src, sport, dst, dport, IP-only hash, IP+TCP hash) --------
 
-Row = tuple[str, int, str, int, int, int]
-V4_ROWS: list[Row] = [
-    ("66.9.149.187", 2794, "161.142.100.80", 1766, 0x323E8FC2, 0x51CCC178),
-    ("199.92.111.2", 14230, "65.69.140.83", 4739, 0xD718262A, 0xC626B0EA),
-    ("24.19.198.95", 12898, "12.22.207.184", 38024, 0xD2D0A5DE, 0x5C2B394A),
-    ("38.27.205.30", 48228, "209.142.163.6", 2217, 0x82989176, 0xAFC7327F),
-    ("153.39.163.191", 44251, "202.188.127.2", 1303, 0x5D1809C5, 0x10E828A2),
-]
-V6_ROWS: list[Row] = [
-    ("3ffe:2501:200:1fff::7", 2794, "3ffe:2501:200:3::1", 1766, 0x2CC18CD5, 0x40207D3D),
-    ("3ffe:501:8::260:97ff:fe40:efab", 14230, "ff02::1", 4739, 0x0F0C461C, 0xDDE51BBF),
-    ("3ffe:1900:4545:3:200:f8ff:fe21:67cf", 44251, "fe80::200:f8ff:fe21:67cf", 38024,
-     0x4B61E985, 0x02D1FEEF),
-]
 ROWS = V4_ROWS + V6_ROWS
 
 
@@ -92,24 +74,12 @@ def row_id(row: Row) -> str:
     return f"{row[0]}:{row[1]}"
 
 
-def ip(text: str) -> bytes:
-    return ipaddress.ip_address(text).packed
 
 
 def is_v4(row: Row) -> bool:
     return len(ip(row[0])) == 4
 
 
-def ref_toeplitz(key: bytes, data: bytes) -> int:
-    """Microsoft "RSS Hashing Functions", transcribed: for each bit of the input, left to
-    right, if it is set XOR the leftmost 32 bits of K into the result; shift K left."""
-    k = int.from_bytes(key, "big")
-    nbits = len(key) * 8
-    result = 0
-    for i in range(len(data) * 8):
-        if data[i // 8] & (0x80 >> (i % 8)):
-            result ^= (k >> (nbits - 32 - i)) & 0xFFFFFFFF
-    return result
 
 
 # --- Frames --------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from driver.net import BIG_PACKET, DEFAULT_WANTED, DriverConfig, check_rx_header
-from emulator.backends.base import Backend, Receiver
+from emulator.backends.recorder import Recorder
 from emulator.monitor import DRIVER
 from emulator.net.device import NetDeviceConfig
 from emulator.offload import segment
@@ -147,19 +147,6 @@ TCP), and the largest frame the MTU allows with its link header, untagged and wi
 
 # -- the pair and what the device wrote ---------------------------------------------------
 
-class WireTap:
-    """A backend in front of host A's wire port that keeps what A's device sent."""
-
-    def __init__(self, port: Backend) -> None:
-        self.port = port
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
-        self.port.send(frame)
-
-    def set_receiver(self, receiver: Receiver | None) -> None:
-        self.port.set_receiver(receiver)
 
 
 @dataclass
@@ -202,7 +189,7 @@ def bench(setup: Setup, *, queue_size: int = 64, peer_mtu: int | None = None) ->
                      DriverConfig(wanted=setup.wanted, queue_size=queue_size,
                                   rx_buffer_size=setup.rx_buffer_size)),
     )
-    tap = WireTap(pair.wire.a)
+    tap = Recorder(pair.wire.a)
     pair.a.attach(tap)
     got: list[RxFrame] = []
     pair.b.on_frames = got.extend

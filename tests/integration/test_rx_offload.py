@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 
 from driver.net import DEFAULT_WANTED, DriverConfig
-from emulator.backends.base import Receiver
-from emulator.backends.wire import WirePort
+from emulator.backends.recorder import Recorder
 from emulator.net.device import NetDeviceConfig
 from emulator.offload import segment
 from emulator.profiles import STRICT
@@ -34,24 +33,11 @@ def pair(receiver_wants: FeatureSet) -> tuple[Pair, list[RxFrame], list[bytes]]:
     )
     got: list[RxFrame] = []
     p.b.on_frames = got.extend
-    tap = WireTap(p.wire.a)
+    tap = Recorder(p.wire.a)
     p.a.attach(tap)
     return p, got, tap.frames
 
 
-class WireTap:
-    """A backend in front of A's wire port that keeps what A's device sent."""
-
-    def __init__(self, port: WirePort) -> None:
-        self.port = port
-        self.frames: list[bytes] = []
-
-    def send(self, frame: bytes) -> None:
-        self.frames.append(frame)
-        self.port.send(frame)
-
-    def set_receiver(self, receiver: Receiver | None) -> None:
-        self.port.set_receiver(receiver)
 
 
 def send_tso(p: Pair, payload: int) -> None:

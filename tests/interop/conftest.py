@@ -6,12 +6,14 @@ leaves them out) and sends traffic only inside namespaces it creates."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 
-from emulator.backends.tap import TapDevice
+from emulator.backends.tap import TapDevice, TunOffload
 from testbench.netns import Netns, tap_available, unique_name
+from testbench.packets import DST_MAC, SRC_MAC
 from tests.conftest import skip_unless
 
 
@@ -54,3 +56,22 @@ def tap_pair(needs_tap: None) -> Iterator[TapPair]:
             one.drain()
             two.drain()
             yield TapPair(ns, one, two)
+
+
+@contextmanager
+def kernel_on_tap(prefix: str, offloads: TunOffload) -> Iterator[tuple[Netns, TapDevice]]:
+    """A fresh namespace whose kernel is the peer at the far end of a tap we hold (vnet
+    header 12, reader offloads ``offloads``): the tap has MAC ``DST_MAC`` and 10.0.0.2/24
+    (what testbench.packets addresses), IPv6 is off, and the kernel already knows
+    10.0.0.1 is at ``SRC_MAC`` (no ARP round before a test)."""
+    with Netns(prefix) as ns, TapDevice(unique_name("vtp"), vnet_hdr_size=12) as tap:
+        tap.set_offload(offloads)
+        ns.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
+        ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
+        ns.move_link(tap.name)
+        ns.ip("link", "set", "dev", tap.name, "address", DST_MAC.hex(":"))
+        ns.ip("addr", "add", "10.0.0.2/24", "dev", tap.name)
+        ns.ip("link", "set", "dev", tap.name, "up")
+        ns.ip("neigh", "add", "10.0.0.1", "lladdr", SRC_MAC.hex(":"), "dev", tap.name)
+        tap.drain()
+        yield ns, tap

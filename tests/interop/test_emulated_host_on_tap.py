@@ -26,8 +26,9 @@ from stack.wire.ethernet import BROADCAST, EthernetHeader, EtherType
 from stack.wire.tcp import TcpFlags
 from testbench.host import Host, HostConfig
 from testbench.loop import EventLoop
-from testbench.netns import Netns, unique_name
-from testbench.packets import DST_MAC, DST_V4, SRC_MAC, SRC_V4, Seed, tcp_packet
+from testbench.netns import Netns
+from testbench.packets import DST_V4, SRC_MAC, SRC_V4, Seed, tcp_packet
+from tests.interop.conftest import kernel_on_tap
 
 KERNEL_IP = DST_V4  # 10.0.0.2: the packets' destination is the kernel's address
 OUR_IP = SRC_V4  # 10.0.0.1
@@ -63,19 +64,8 @@ class TapHost:
 
 @pytest.fixture
 def kernel_peer(needs_tap: None) -> Iterator[tuple[Netns, TapDevice]]:
-    with Netns("vnb-peer-") as ns, TapDevice(unique_name("vtp"), vnet_hdr_size=12) as tap:
-        tap.set_offload(TunOffload(0))
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
-        ns.move_link(tap.name)
-        # the kernel's side takes the address and MAC our test packets are sent to
-        ns.ip("link", "set", "dev", tap.name, "address", DST_MAC.hex(":"))
-        ns.ip("addr", "add", "10.0.0.2/24", "dev", tap.name)
-        ns.ip("link", "set", "dev", tap.name, "up")
-        # the kernel knows our MAC already: no ARP round before the TCP test
-        ns.ip("neigh", "add", "10.0.0.1", "lladdr", SRC_MAC.hex(":"), "dev", tap.name)
-        tap.drain()
-        yield ns, tap
+    with kernel_on_tap("vnb-peer-", TunOffload(0)) as peer:
+        yield peer
 
 
 def arp_request() -> bytes:

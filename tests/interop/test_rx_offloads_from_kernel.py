@@ -24,8 +24,9 @@ from stack.device import RxFrame
 from stack.wire.checksum import internet_checksum, pseudo_header_sum_v4
 from testbench.host import Host, HostConfig
 from testbench.loop import EventLoop
-from testbench.netns import Netns, unique_name
-from testbench.packets import DST_MAC, SRC_MAC
+from testbench.netns import Netns
+from testbench.packets import SRC_MAC
+from tests.interop.conftest import kernel_on_tap
 from virtio.constants import FeatureBit as F
 from virtio.constants import NetHdrFlag
 from virtio.features import FeatureSet
@@ -46,17 +47,8 @@ s.sendto(payload, ("10.0.0.1", 6000))
 
 @pytest.fixture
 def offload_peer(needs_tap: None) -> Iterator[tuple[Netns, TapDevice]]:
-    with Netns("vnb-rxo-") as ns, TapDevice(unique_name("vtp"), vnet_hdr_size=12) as tap:
-        tap.set_offload(TunOffload.CSUM | TunOffload.USO4 | TunOffload.USO6)
-        ns.sysctl("net.ipv6.conf.all.disable_ipv6", 1)
-        ns.sysctl("net.ipv6.conf.default.disable_ipv6", 1)
-        ns.move_link(tap.name)
-        ns.ip("link", "set", "dev", tap.name, "address", DST_MAC.hex(":"))
-        ns.ip("addr", "add", "10.0.0.2/24", "dev", tap.name)
-        ns.ip("link", "set", "dev", tap.name, "up")
-        ns.ip("neigh", "add", "10.0.0.1", "lladdr", SRC_MAC.hex(":"), "dev", tap.name)
-        tap.drain()
-        yield ns, tap
+    with kernel_on_tap("vnb-rxo-", TunOffload.CSUM | TunOffload.USO4 | TunOffload.USO6) as peer:
+        yield peer
 
 
 def run(ns: Netns, tap: TapDevice, profile: str, wanted: FeatureSet, *, size: int,
