@@ -30,7 +30,13 @@ from driver.transport import MmioDriverTransport
 from driver.tx import TxPath
 from driver.tx_header import PLAIN, build_tx_header
 from driver.virtqueue import DriverQueue
-from stack.device import DeviceCapabilities, RxFrame, TxMeta
+from stack.device import (
+    ChecksumCapabilities,
+    DeviceCapabilities,
+    RxFrame,
+    SegmentationCapabilities,
+    TxMeta,
+)
 from stack.wire.ethernet import HEADER_LEN, VLAN_TAG_LEN
 from virtio import spec
 from virtio.constants import (
@@ -96,7 +102,9 @@ MIN_MTU = 68
 BIG_PACKET = 65589
 """Largest packet with GUEST_TSO*/UFO/USO and no MRG_RXBUF (§5.1.6.3): 14 + 40 + 65535."""
 BUFFER_ALIGN = 64
-MAX_GSO_FRAME = 0xFFFF + LINK_OVERHEAD
+MAX_GSO_IP = 0xFFFF
+"""Largest IP packet handed to the device for segmentation (no BIG TCP)."""
+MAX_GSO_FRAME = MAX_GSO_IP + LINK_OVERHEAD
 """Largest frame the driver hands over for segmentation: a 64 KiB IP packet plus the
 Ethernet header and one VLAN tag (no BIG TCP yet)."""
 MAX_REAP_ROUNDS = 1024
@@ -590,8 +598,23 @@ class VirtioNetDriver:
 
     # the stack's device protocol
     def capabilities(self) -> DeviceCapabilities:
+        """What the stack may rely on, from the negotiated features: the MTU; CSUM →
+        the device completes partial checksums; GUEST_CSUM → DATA_VALID on receive;
+        HOST_TSO4/6 (with CSUM, §5.1.3.1) → TCP packets up to a 64 KiB IP packet are
+        segmented by the device (the smoltcp PR 1148 capability: the largest packet
+        per IP version); the TX ring size as burst."""
+        neg = self.negotiated
         tx = self.tx_paths[0].queue.size if self.tx_paths else None
-        return DeviceCapabilities(mtu=self.mtu, max_burst=tx)
+        csum = F.CSUM in neg
+        return DeviceCapabilities(
+            mtu=self.mtu,
+            checksum=ChecksumCapabilities(tx_partial=csum, rx_verified=F.GUEST_CSUM in neg),
+            segmentation=SegmentationCapabilities(
+                tcp_ipv4_max=MAX_GSO_IP if csum and F.HOST_TSO4 in neg else None,
+                tcp_ipv6_max=MAX_GSO_IP if csum and F.HOST_TSO6 in neg else None,
+            ),
+            max_burst=tx,
+        )
 
     def tx_queue_for(self, frame: bytes) -> int:
         """The transmit queue pair for a frame: one per flow (a CRC-32 of the IP

@@ -525,3 +525,23 @@ def test_fake_ring_sees_what_the_driver_queue_wrote() -> None:
     ring = FakeRing.of(drv.tx_queue)
     assert (ring.desc, ring.avail, ring.used) == (dev.rings[1].desc, dev.rings[1].avail,
                                                   dev.rings[1].used)
+
+
+@pytest.mark.parametrize(("offered", "csum", "tso4", "tso6", "verified"), [
+    (DATA_PLANE, True, True, True, False),
+    (DATA_PLANE - FeatureSet.of(F.HOST_TSO6), True, True, False, False),
+    (DATA_PLANE - FeatureSet.of(F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_USO),
+     False, False, False, False),
+    (DATA_PLANE | FeatureSet.of(F.GUEST_CSUM), True, True, True, True),
+])
+def test_capabilities_follow_the_negotiated_features(
+    offered: FeatureSet, csum: bool, tso4: bool, tso6: bool, verified: bool,
+) -> None:
+    """The stack's view (smoltcp-style capabilities): CSUM → partial checksums completed,
+    HOST_TSO4/6 → 64 KiB IP packets segmented, GUEST_CSUM → DATA_VALID trusted."""
+    _, drv, _ = make(offered, DriverConfig(wanted=DATA_PLANE | FeatureSet.of(F.GUEST_CSUM),
+                                           queue_size=8))
+    caps = drv.capabilities()
+    assert (caps.checksum.tx_partial, caps.checksum.rx_verified) == (csum, verified)
+    assert caps.segmentation.tcp_ipv4_max == (0xFFFF if tso4 else None)
+    assert caps.segmentation.tcp_ipv6_max == (0xFFFF if tso6 else None)
