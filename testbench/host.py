@@ -22,6 +22,7 @@ from emulator.mmio import MmioTransport
 from emulator.monitor import Monitor
 from emulator.net.device import NetDevice, NetDeviceConfig
 from stack.device import RxFrame
+from stack.stack import Stack, StackConfig
 from testbench.loop import EventLoop
 from virtio.memory import GuestMemory
 
@@ -54,6 +55,12 @@ class Host:
         self.device.call_later = loop.call_later
         self.on_frames: Callable[[list[RxFrame]], None] | None = None
         self._irq_pending = False
+        self.stack: Stack | None = None
+        self.apps: list[Callable[[], bool]] = []
+        """Run after every stack poll; True when they did something (then the stack is
+        polled again at once, so their output goes out in the same step)."""
+        self._stack_due: int | None = None
+        self._stack_scheduled = False
 
     def attach(self, backend: Backend) -> None:
         self.device.attach(backend)
@@ -79,9 +86,49 @@ class Host:
     def _service_interrupt(self) -> None:
         self._irq_pending = False
         self.driver.handle_interrupt()
+        if self.stack is not None:
+            self.poll_stack()
+            return
         frames = self.driver.receive()
         if frames and self.on_frames is not None:
             self.on_frames(frames)
+
+    # the stack on top of the driver
+    def add_stack(self, config: StackConfig) -> Stack:
+        """Put a TCP/IP stack on the driver (after :meth:`start`); from then on received
+        frames go to the stack, which is polled on interrupts and at its timers."""
+        self.stack = Stack(self.driver, config)
+        self.kick()
+        return self.stack
+
+    def kick(self) -> None:
+        """Poll the stack soon (an application queued data or closed a socket)."""
+        if not self._stack_scheduled:
+            self._stack_scheduled = True
+            self.loop.call_soon(self._kicked)
+
+    def _kicked(self) -> None:
+        self._stack_scheduled = False
+        self.poll_stack()
+
+    def poll_stack(self) -> None:
+        stack = self.stack
+        assert stack is not None
+        now = self.loop.now
+        deadline = stack.poll(now)
+        for _ in range(4):
+            if not any([app() for app in self.apps]):
+                break
+            deadline = stack.poll(now)
+        if deadline is not None and (self._stack_due is None or deadline < self._stack_due
+                                     or self._stack_due <= now):
+            self._stack_due = deadline
+            self.loop.call_at(max(deadline, now), self._timer)
+
+    def _timer(self) -> None:
+        if self._stack_due is not None and self._stack_due <= self.loop.now:
+            self._stack_due = None
+            self.poll_stack()
 
 
 @dataclass

@@ -1,0 +1,78 @@
+"""Per-connection TCP settings. Defaults follow Linux where the RFCs leave a choice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONGESTION_CONTROLS = ("cubic", "reno")
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    mss: int = 1460
+    """The MSS we advertise and our receive limit (RFC 9293 §3.7.1); the interface sets it
+    from the MTU (MTU - 40 for IPv4, - 60 for IPv6)."""
+    send_buffer: int = 4 << 20
+    receive_buffer: int = 4 << 20
+    window_scaling: bool = True
+    """RFC 7323 §2."""
+    sack: bool = True
+    """RFC 2018 (and RFC 6675 loss recovery)."""
+    timestamps: bool = True
+    """RFC 7323 §3-§5 (RTTM and PAWS)."""
+    nagle: bool = True
+    """RFC 9293 §3.7.4."""
+    delayed_ack: bool = True
+    delayed_ack_ns: int = 40_000_000
+    """Linux's minimum delayed-ACK time; RFC 9293 §3.8.6.3 allows up to 500 ms."""
+    congestion: str = "cubic"
+    """"cubic" (RFC 9438) or "reno" (RFC 5681 with NewReno, RFC 6582)."""
+    initial_window_segments: int = 10
+    """RFC 6928."""
+    rto_initial_ns: int = 1_000_000_000
+    rto_min_ns: int = 200_000_000
+    """Linux's 200 ms; RFC 6298 §2.4 says 1 s."""
+    rto_max_ns: int = 120_000_000_000
+    syn_retries: int = 6
+    """SYN (and SYN-ACK) retransmissions before the connection times out."""
+    data_retries: int = 15
+    """Consecutive retransmission timeouts (or unanswered persist probes) before the
+    connection times out (Linux tcp_retries2)."""
+    time_wait_ns: int = 60_000_000_000
+    """2*MSL (Linux TCP_TIMEWAIT_LEN)."""
+    keepalive_idle_ns: int | None = None
+    """RFC 9293 §3.8.4; None: no keep-alives."""
+    keepalive_interval_ns: int = 75_000_000_000
+    keepalive_probes: int = 9
+    zero_window_probe: bool = True
+    """RFC 9293 §3.8.6.1 persist timer."""
+    max_segment_payload: int = 0
+    """TSO: the largest payload of one emitted segment (0: no TSO). The caller derives it
+    from the device's segmentation capability (e.g. 65535 - IP - TCP headers)."""
+    default_mss: int = 536
+    """The send MSS assumed when the peer's SYN has no MSS option (RFC 9293 §3.7.1: 536
+    for IPv4; an IPv6 interface sets 1220)."""
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.mss <= 65495:
+            raise ValueError(f"mss {self.mss} out of range")
+        if not 64 <= self.default_mss <= 65495:
+            raise ValueError(f"default_mss {self.default_mss} out of range")
+        if self.send_buffer < 1 or self.receive_buffer < 1:
+            raise ValueError("buffers must hold at least one byte")
+        if self.receive_buffer > 1 << 30:
+            raise ValueError("receive_buffer beyond 2**30 cannot be advertised (RFC 7323 §2.3)")
+        if self.congestion not in CONGESTION_CONTROLS:
+            raise ValueError(f"congestion {self.congestion!r} not one of {CONGESTION_CONTROLS}")
+        if self.initial_window_segments < 1:
+            raise ValueError("initial_window_segments must be positive")
+        if not 0 < self.rto_min_ns <= self.rto_initial_ns <= self.rto_max_ns:
+            raise ValueError("need 0 < rto_min_ns <= rto_initial_ns <= rto_max_ns")
+        if self.delayed_ack_ns <= 0 or self.time_wait_ns < 0 or self.keepalive_interval_ns <= 0:
+            raise ValueError("timer values must be positive")
+        if self.keepalive_idle_ns is not None and self.keepalive_idle_ns <= 0:
+            raise ValueError("keepalive_idle_ns must be positive")
+        if self.syn_retries < 0 or self.data_retries < 0 or self.keepalive_probes < 1:
+            raise ValueError("retry counts must not be negative")
+        if self.max_segment_payload < 0:
+            raise ValueError("max_segment_payload must not be negative")

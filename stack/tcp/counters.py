@@ -1,0 +1,40 @@
+"""Per-connection counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TcpCounters:
+    segments_in: int = 0
+    segments_out: int = 0
+    """Outgoing values returned by poll (a TSO segment counts once)."""
+    bytes_in: int = 0
+    """Payload bytes of the segments handed to on_segment."""
+    bytes_out: int = 0
+    """Payload bytes sent, retransmissions included."""
+    retransmitted_segments: int = 0
+    retransmitted_bytes: int = 0
+    fast_retransmits: int = 0
+    """Loss-recovery episodes entered on duplicate ACKs / SACK (RFC 5681 §3.2, RFC 6675)."""
+    timeouts: int = 0
+    """Retransmission-timer expiries (RFC 6298 §5.4), the handshake's included."""
+    dup_acks_in: int = 0
+    sack_blocks_in: int = 0
+    sack_recovered_bytes: int = 0
+    """Bytes retransmitted during SACK loss recovery (RFC 6675 NextSeg)."""
+    tso_segments_out: int = 0
+    """Outgoing values with a segment size (the device segments them)."""
+    zero_window_probes: int = 0
+    keepalives: int = 0
+    resets_in: int = 0
+    resets_out: int = 0
+    out_of_order_segments: int = 0
+    delayed_acks: int = 0
+    """Pure ACKs sent because the delayed-ACK timer expired."""
+    challenge_acks: int = 0
+    """RFC 5961 challenge ACKs (in-window RST not at RCV.NXT, SYN in a synchronized
+    state)."""
+    paws_drops: int = 0
+    """Segments dropped by PAWS (RFC 7323 §5) or for lacking timestamps (§3.2)."""
