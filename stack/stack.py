@@ -112,7 +112,8 @@ class Stack:
     def _tcp_config(self, remote: bytes) -> TcpConfig:
         v6 = len(remote) == 16
         mss = self.config.mss or self.iface.mtu - (60 if v6 else 40)
-        cfg = replace(self.config.tcp, mss=mss)
+        # the MSS to assume when the peer sends none: 536 / 1220 (RFC 9293 §3.7.1)
+        cfg = replace(self.config.tcp, mss=mss, default_mss=1220 if v6 else 536)
         limit = self.iface.segmentation_max(v6) if self.config.tso else None
         if limit is not None:
             cfg = replace(cfg, max_segment_payload=limit - (40 if v6 else 20) - MAX_TCP_HEADER)

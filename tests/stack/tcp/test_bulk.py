@@ -10,6 +10,8 @@ import random
 from dataclasses import dataclass
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpState
@@ -127,6 +129,14 @@ def test_five_megabytes_lossy_with_tso_and_coalescing_receiver() -> None:
     assert r.pair.server.counters.bytes_in > 0
 
 
+def test_five_megabytes_lossy_newreno_without_options() -> None:
+    r = run(congestion="reno", sack=False, timestamps=False, tso=False, lossy=True,
+            size=5 << 20, seed=8)
+    c = r.pair.a.counters
+    assert c.retransmitted_bytes >= r.dropped_original_bytes > 0
+    assert c.fast_retransmits > 0 and c.sack_recovered_bytes == 0
+
+
 def test_wraparound_of_sequence_numbers() -> None:
     cfg = TcpConfig(max_segment_payload=TSO)
     pair = Pair(cfg, cfg, LinkConfig(delay_ns=MS, loss=0.01), a_isn=0xFFFF_0000,
@@ -138,3 +148,37 @@ def test_wraparound_of_sequence_numbers() -> None:
     assert pair.a.snd_una > 1 << 32  # unwrapped positions passed the 32-bit wrap
     assert pair.a.state in (TcpState.TIME_WAIT, TcpState.FIN_WAIT_2, TcpState.CLOSING,
                             TcpState.FIN_WAIT_1, TcpState.LAST_ACK, TcpState.CLOSED)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.data())
+def test_random_configs_and_links_deliver_exactly(data: st.DataObject) -> None:
+    """Any mix of options, buffers, MSS and TSO limits on each side, over any of the
+    link's faults: both directions arrive byte-exact and both ends close."""
+    def config() -> TcpConfig:
+        return TcpConfig(
+            mss=data.draw(st.sampled_from([100, 536, 1460, 8960])),
+            send_buffer=data.draw(st.sampled_from([3000, 20_000, 1 << 20])),
+            receive_buffer=data.draw(st.sampled_from([1000, 5000, 65535, 1 << 20])),
+            window_scaling=data.draw(st.booleans()), sack=data.draw(st.booleans()),
+            timestamps=data.draw(st.booleans()), nagle=data.draw(st.booleans()),
+            delayed_ack=data.draw(st.booleans()),
+            congestion=data.draw(st.sampled_from(["reno", "cubic"])),
+            max_segment_payload=data.draw(st.sampled_from([0, 5000, 65000])))
+    link = LinkConfig(delay_ns=data.draw(st.sampled_from([100_000, 2 * MS, 20 * MS])),
+                      bandwidth_bps=data.draw(st.sampled_from([None, 100_000_000])),
+                      loss=data.draw(st.sampled_from([0.0, 0.02, 0.1])),
+                      duplicate=data.draw(st.sampled_from([0.0, 0.02])),
+                      reorder=data.draw(st.sampled_from([0.0, 0.05])),
+                      coalesce=data.draw(st.booleans()))
+    pair = Pair(config(), config(), link, seed=data.draw(st.integers(0, 1000)),
+                a_isn=data.draw(st.integers(0, 0xFFFFFFFF)),
+                b_isn=data.draw(st.integers(0, 0xFFFFFFFF)))
+    pair.connect()
+    forward = payload(data.draw(st.sampled_from([0, 1, 1000, 30_000])), seed=1)
+    back = payload(data.draw(st.sampled_from([0, 10, 10_000])), seed=2)
+    got_b, got_a = transfer(pair, forward, reverse=back, max_steps=300_000)
+    assert got_b == forward and got_a == back
+    b = pair.server
+    assert pair.run(lambda: pair.a.is_closed and b.is_closed, max_steps=100_000)
+    assert pair.a.error is None and b.error is None

@@ -5,6 +5,7 @@ and polls, never raises and never breaks the connection's invariants."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -150,8 +151,9 @@ def drive(conn: TcpConnection, data: st.DataObject, actions: list[tuple[str, int
         check_output(conn, now)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.sampled_from(STATES), st.sampled_from(CONFIGS), ACTIONS, st.data())
+@pytest.mark.parametrize("state", STATES, ids=[s.name for s in STATES])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=st.sampled_from(CONFIGS), actions=ACTIONS, data=st.data())
 def test_random_segments_in_every_state(state: TcpState, config: TcpConfig,
                                         actions: list[tuple[str, int]],
                                         data: st.DataObject) -> None:
