@@ -10,6 +10,7 @@ from pathlib import Path
 
 from emulator.profiles import PROFILES
 from testbench.demo import DemoOptions, format_report, run_demo
+from testbench.host import MIB
 from virtio.errors import VirtioError
 
 EXIT_OK = 0
@@ -46,6 +47,10 @@ def _size(text: str) -> int:
     if not number.isdigit() or int(number) <= 0:
         raise argparse.ArgumentTypeError(f"not a positive size: {text!r} (e.g. 8M, 512K)")
     return int(number) * _UNITS[unit]
+
+
+def _size_or_zero(text: str) -> int:
+    return 0 if text.strip() == "0" else _size(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,11 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="queue pairs per device and driver, spread by RSS (1)",
     )
     demo.add_argument(
-        "--bulk-flows", type=_count, default=4, metavar="N", help="TCP bulk flows A -> B (4)"
-    )
-    demo.add_argument(
-        "--bulk-packets", type=_count, default=16, metavar="N",
-        help="32 KB TSO packets per bulk flow; 0: no bulk phase (16)",
+        "--tcp-bytes", type=_size_or_zero, default=8 * MIB, metavar="SIZE",
+        help="bytes of the TCP transfer A -> B through the stacks, e.g. 16M; 0: none (8M)",
     )
     demo.add_argument(
         "--strangers", type=_count, default=10, metavar="N",
@@ -121,8 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     profile=args.profile,
                     mrg_rxbuf=args.mrg_rxbuf,
                     queue_pairs=args.queue_pairs,
-                    bulk_flows=args.bulk_flows,
-                    bulk_packets=args.bulk_packets,
+                    tcp_bytes=args.tcp_bytes,
                     strangers=args.strangers,
                 )
             )

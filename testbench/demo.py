@@ -1,9 +1,10 @@
 """The demo scenario: host A ↔ wire ↔ host B on the emulated pair.
 
 - 1,000 numbered frames of mixed sizes each way, every one checked byte for byte;
-- a TCP bulk phase A → B: ``bulk_flows`` flows of 32 KB TSO packets that A's device
-  segments (§5.1.6.2) and B's device coalesces back (GUEST_TSO4/6, §5.1.6.4) into
-  mergeable buffers (MRG_RXBUF) or big buffers, each flow's bytes checked;
+- then both hosts get the TCP/IP stack and A sends ``tcp_bytes`` to B over one TCP
+  connection: A's stack emits packets of up to 64 KB that A's device segments (TSO,
+  §5.1.6.2), B's device coalesces them back (GUEST_TSO4/6, §5.1.6.4) into mergeable
+  (MRG_RXBUF) or big buffers, every byte is checked; goodput and per-layer counters;
 - B's driver switches promiscuous mode off (CTRL_RX, §5.1.6.5.1) and A sends a few
   frames to a stranger's MAC: B's receive filter drops them (counted by reason);
 - with ``queue_pairs`` > 1 both devices have that many queue pairs and the drivers
@@ -21,11 +22,10 @@ from typing import Any
 from driver.net import BIG_PACKET, DEFAULT_WANTED, DriverConfig
 from emulator.backends.pcap import Capture
 from emulator.net.device import NetDeviceConfig
-from stack.device import RxFrame
 from stack.wire.ethernet import EtherType, build_frame
-from testbench.bulk import TcpFlowReceiver, TcpFlowSender
 from testbench.host import MIB, Host, HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
+from testbench.tcp_bulk import add_stacks, run_bulk
 from testbench.traffic import Checker, Sender, Stream, frame_sizes
 from virtio.constants import FeatureBit as F
 from virtio.ctrl import RxCmd
@@ -52,17 +52,16 @@ class DemoOptions:
     """Receiver with mergeable buffers (MRG_RXBUF) or, off, with big 64 KB buffers."""
     queue_pairs: int = 1
     """Queue pairs of both devices and drivers (RSS when more than one)."""
-    bulk_flows: int = 4
-    bulk_packets: int = 16
-    """TSO packets (32 KB each) per bulk flow; 0 flows: no bulk phase."""
+    tcp_bytes: int = 8 << 20
+    """Bytes of the TCP bulk transfer A → B (0: no TCP phase)."""
     strangers: int = 10
     """Frames A sends to a MAC nobody has (dropped by B's filter)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.queue_pairs <= 16:
             raise ValueError(f"queue_pairs {self.queue_pairs} is outside 1..16")
-        if self.bulk_flows < 0 or self.bulk_packets < 0 or self.strangers < 0:
-            raise ValueError("bulk_flows, bulk_packets and strangers must not be negative")
+        if self.tcp_bytes < 0 or self.strangers < 0:
+            raise ValueError("tcp_bytes and strangers must not be negative")
 
 
 def _host_report(host: Host) -> dict[str, Any]:
@@ -136,13 +135,7 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
         2, b.driver.mac, a.driver.mac, frame_sizes(options.frames, options.seed + 1), options.seed
     )
     checkers = {"a_to_b": Checker(a_to_b), "b_to_a": Checker(b_to_a)}
-    bulk = TcpFlowSender(a.driver, flows=options.bulk_flows, packets=options.bulk_packets)
-    bulk_rx = TcpFlowReceiver()
-
-    def b_frames(frames: list[RxFrame]) -> None:
-        checkers["a_to_b"].check(bulk_rx.check(frames))
-
-    b.on_frames = b_frames
+    b.on_frames = checkers["a_to_b"].check
     a.on_frames = checkers["b_to_a"].check
     strangers = [build_frame(STRANGER, a.driver.mac, EtherType.LOCAL_EXPERIMENTAL_1,
                              n.to_bytes(4, "big") + bytes(56)) for n in range(options.strangers)]
@@ -152,12 +145,30 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
     senders = [Sender(a_to_b, a.driver), Sender(b_to_a, b.driver)]
     for s in senders:
         loop.add_idle_hook(s.pump)
-    loop.add_idle_hook(bulk.pump)
     steps = loop.run_until_idle(max_steps=options.max_steps)
-    bulk_mismatches = bulk_rx.mismatches(bulk) + len(bulk_rx.other)
-    mismatches = sum(c.mismatches for c in checkers.values()) + bulk_mismatches
+    frames_done_ns = loop.now
+    tcp: dict[str, Any] = {"bytes": 0}
+    tcp_mismatches = 0
+    if options.tcp_bytes:
+        add_stacks(pair)
+        result = run_bulk(pair, options.tcp_bytes, max_steps=options.max_steps)
+        conn = result.client.conn.counters
+        tcp = {
+            "bytes": result.size,
+            "received": result.received,
+            "exact": result.exact,
+            "closed": result.closed,
+            "goodput_gbps_wall": round(result.goodput_bps / 1e9, 4),
+            "goodput_gbps_virtual": round(result.virtual_goodput_bps / 1e9, 3),
+            "wall_s": round(result.wall_s, 3),
+            "connection": vars(conn).copy(),
+            "stacks": {name: {"stack": layers["stack"], "interface": layers["interface"]}
+                       for name, layers in result.layers.items()},
+        }
+        tcp_mismatches = 0 if result.exact and result.closed else 1
+    mismatches = sum(c.mismatches for c in checkers.values()) + tcp_mismatches
     return {
-        "scenario": "demo: host A <-> wire <-> host B: plain frames both ways, TCP bulk A -> B",
+        "scenario": "demo: host A <-> wire <-> host B: plain frames both ways, then TCP A -> B",
         "profile": options.profile,
         "frames_per_direction": options.frames,
         "seed": options.seed,
@@ -165,20 +176,11 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
         "mrg_rxbuf": options.mrg_rxbuf,
         "mismatches": mismatches,
         "streams": {name: c.as_dict() for name, c in checkers.items()},
-        "bulk": {
-            "flows": bulk.flows,
-            "tso_packets_sent": bulk.sent,
-            "bytes_per_flow": bulk.packets * bulk.size,
-            "packets_received": bulk_rx.packets,
-            "coalesced_packets_received": bulk_rx.coalesced,
-            "receive_queues": {str(k): v for k, v in sorted(bulk_rx.queues.items())},
-            "flows_exact": bulk.flows - bulk_rx.mismatches(bulk),
-            "mismatches": bulk_mismatches,
-        },
+        "tcp": tcp,
         "strangers_sent": options.strangers,
         "hosts": {"a": _host_report(a), "b": _host_report(b)},
         "wire": {"a_to_b": pair.wire.a.counters.as_dict(), "b_to_a": pair.wire.b.counters.as_dict()},
-        "virtual_time_ns": loop.now,
+        "virtual_time_ns": frames_done_ns,
         "loop_steps": steps,
         "wall_time_s": round(time.perf_counter() - started, 3),
     }
@@ -216,9 +218,25 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"wire {direction}: " + ", ".join(f"{k}={v}" for k, v in counters.items()))
     for direction, s in report["streams"].items():
         lines.append(f"stream {direction}: " + ", ".join(f"{k}={v}" for k, v in s.items()))
-    bulk = report["bulk"]
-    lines.append("bulk a_to_b: " + ", ".join(f"{k}={v}" for k, v in bulk.items()))
     lines.append(f"frames to a stranger's MAC (B's filter): {report['strangers_sent']}")
+    tcp = report["tcp"]
+    if tcp["bytes"]:
+        lines.append("")
+        lines.append(
+            f"TCP a -> b: {tcp['received']} of {tcp['bytes']} bytes, exact={tcp['exact']}, "
+            f"closed={tcp['closed']}, goodput {tcp['goodput_gbps_wall'] * 1000:.1f} Mb/s "
+            f"wall-clock ({tcp['wall_s']:.2f} s), {tcp['goodput_gbps_virtual']:.2f} Gb/s "
+            "on the emulated link")
+        conn = {k: v for k, v in tcp["connection"].items() if v}
+        lines.append("  connection a: " + ", ".join(f"{k}={v}" for k, v in conn.items()))
+        for name, layers in tcp["stacks"].items():
+            for layer, counters in layers.items():
+                flat = {k: v for k, v in counters.items() if v and not isinstance(v, dict)}
+                drops = counters.get("drops") or {}
+                text = ", ".join(f"{k}={v}" for k, v in flat.items())
+                if drops:
+                    text += "; drops " + ", ".join(f"{k}={v}" for k, v in drops.items())
+                lines.append(f"  {layer} {name}: {text or 'nothing'}")
     lines.append(
         f"virtual time {report['virtual_time_ns'] / 1e6:.3f} ms, {report['loop_steps']} loop "
         f"steps, wall {report['wall_time_s']:.2f} s"

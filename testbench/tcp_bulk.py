@@ -53,9 +53,15 @@ def stack_pair(mode: str = "tso", *, faults: FaultConfig | None = None, seed: in
     p = make_pair(EventLoop(), a=HostConfig("a", MAC_A, memory, dev, drv),
                   b=HostConfig("b", MAC_B, memory, dev, drv), faults=faults, seed=seed,
                   rate_bps=rate_bps)
-    p.a.add_stack(StackConfig(InterfaceConfig(MAC_A, ipv4="10.0.0.1/24", ipv6=("fd00::1/64",))))
-    p.b.add_stack(StackConfig(InterfaceConfig(MAC_B, ipv4="10.0.0.2/24", ipv6=("fd00::2/64",))))
+    add_stacks(p)
     return p
+
+
+def add_stacks(p: Pair) -> None:
+    """Put a stack on both hosts: A is 10.0.0.1 / fd00::1, B 10.0.0.2 / fd00::2."""
+    for host, n in ((p.a, 1), (p.b, 2)):
+        host.add_stack(StackConfig(InterfaceConfig(
+            host.driver.mac, ipv4=f"10.0.0.{n}/24", ipv6=(f"fd00::{n}/64",))))
 
 
 def pattern(n: int) -> bytes:

@@ -16,7 +16,7 @@ from tests.conftest import skip_unless
 
 
 def test_demo_json_report(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--json", "--frames", "40", "--seed", "3", "--bulk-packets", "2"]) == EXIT_OK
+    assert main(["demo", "--json", "--frames", "40", "--seed", "3", "--tcp-bytes", "1M"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert report["mismatches"] == 0
     assert report["frames_per_direction"] == 40
@@ -26,37 +26,29 @@ def test_demo_json_report(capsys: pytest.CaptureFixture[str]) -> None:
     for host in (a, b):
         assert "VERSION_1" in host["negotiated"] and "MRG_RXBUF" in host["negotiated"]
         assert host["violations"] == []
-    bulk = report["bulk"]
-    # 4 flows x 2 TSO packets of 32000 bytes, mss 1448: 23 segments each on A's wire
-    assert (bulk["tso_packets_sent"], bulk["flows_exact"], bulk["mismatches"]) == (8, 4, 0)
-    assert a["device"]["tx_gso_packets"] == 8
-    assert a["device"]["tx_frames"] == 40 + 10 + 8 * 23  # frames, strangers, segments
-    assert b["device"]["tx_frames"] == a["device"]["rx_frames"] == 40
-    assert b["device"]["rx_frames"] == 40 + bulk["packets_received"]
-    assert b["device"]["rx_coalesced_segments"] + bulk["packets_received"] \
-        - b["device"]["rx_coalesced"] == 8 * 23
     assert b["device"]["drops"] == {"rx-filter-unicast": 10}  # B is not promiscuous
-    assert b["device"]["ctrl_commands"] == 1 and b["device"]["rx_queue_packets"] == {
-        "0": 40 + bulk["packets_received"]}
+    tcp = report["tcp"]
+    assert (tcp["bytes"], tcp["received"], tcp["exact"], tcp["closed"]) == (
+        1 << 20, 1 << 20, True, True)
+    conn = tcp["connection"]
+    # A's stack handed its device TSO packets; every one was segmented by the device
+    assert conn["tso_segments_out"] > 0
+    assert a["device"]["tx_gso_packets"] == tcp["stacks"]["a"]["interface"]["tx_segmented"] \
+        == conn["tso_segments_out"]
+    assert b["device"]["rx_coalesced"] > 0  # and B's device coalesced the segments
+    assert conn["bytes_out"] == 1 << 20 and conn["retransmitted_segments"] == 0
 
 
 def test_demo_two_queue_pairs_and_big_buffers(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--json", "--frames", "20", "--queue-pairs", "2", "--no-mrg-rxbuf",
-                 "--bulk-packets", "4"]) == EXIT_OK
+                 "--tcp-bytes", "1M"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     assert (report["mismatches"], report["queue_pairs"], report["mrg_rxbuf"]) == (0, 2, False)
     b = report["hosts"]["b"]
     assert "RSS" in b["negotiated"] and "MRG_RXBUF" not in b["negotiated"]
-    # every bulk flow arrived exact, coalesced, and RSS used both receive queues
-    bulk = report["bulk"]
-    assert bulk["flows_exact"] == 4
-    # every wire segment is in exactly one received packet, and every packet the device
-    # coalesced reached the driver as a coalesced packet (segment_size set)
-    assert b["device"]["rx_coalesced_segments"] + bulk["packets_received"] \
-        - b["device"]["rx_coalesced"] == 16 * 23
-    assert b["device"]["rx_coalesced"] == bulk["coalesced_packets_received"] >= 4
-    assert set(report["bulk"]["receive_queues"]) == {"0", "1"}
-    assert set(b["device"]["rx_queue_packets"]) == {"0", "1"}
+    assert report["tcp"]["exact"] and b["device"]["rx_coalesced"] > 0
+    # without MRG_RXBUF every received packet takes exactly one (big) buffer
+    assert b["device"]["rx_chains"] == b["device"]["rx_frames"]
 
 
 def test_demo_text_report(capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,7 +95,7 @@ def test_console_script_is_installed() -> None:
 
 def test_demo_writes_a_capture_tshark_reads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pcap = tmp_path / "demo.pcapng"
-    assert main(["demo", "--json", "--frames", "30", "--pcap", str(pcap), "--bulk-packets", "0",
+    assert main(["demo", "--json", "--frames", "30", "--pcap", str(pcap), "--tcp-bytes", "0",
                  "--strangers", "0"]) == EXIT_OK
     report = json.loads(capsys.readouterr().out)
     # host A: 30 TX chains from its driver, 30 frames onto the wire, 30 off it
