@@ -69,6 +69,8 @@ class Packet:
     segment_size: int | None = None
     """Set when the device coalesced several wire segments into this packet."""
     hop_limit: int = 64
+    ip_packet: bytes | memoryview = b""
+    """The IP packet as received (a view, not a copy), for quoting in ICMP errors."""
 
 
 @dataclass(frozen=True)
@@ -237,7 +239,9 @@ class Interface:
             payload = whole
             self.counters.rx_reassembled += 1
             rx = RxFrame(data=b"")  # the device's checksum verdicts were per fragment
-        self._deliver(rx, header.src, header.dst, header.protocol, payload, hops=header.ttl)
+        raw = packet[:end] if not header.is_fragment else b""
+        self._deliver(rx, header.src, header.dst, header.protocol, payload, hops=header.ttl,
+                      raw=raw)
 
     def _receive_v6(self, rx: RxFrame, frame: bytes) -> None:
         packet = memoryview(frame)[HEADER_LEN:]
@@ -265,10 +269,11 @@ class Interface:
                               hops=header.hop_limit)
                 return
             proto, offset = chain.upper_protocol, chain.upper_offset
-        self._deliver(rx, header.src, dst, proto, bytes(packet[offset:]), hops=header.hop_limit)
+        self._deliver(rx, header.src, dst, proto, bytes(packet[offset:]), hops=header.hop_limit,
+                      raw=packet)
 
     def _deliver(self, rx: RxFrame, src: bytes, dst: bytes, proto: int, payload: bytes, *,
-                 hops: int) -> None:
+                 hops: int, raw: bytes | memoryview = b"") -> None:
         """Hand a transport payload (``src``, ``dst``: IP addresses, ``hops``: TTL or
         hop limit) to its handler, or answer ICMP."""
         if proto in (IpProtocol.TCP, IpProtocol.UDP):
@@ -280,7 +285,7 @@ class Interface:
             if not ok:
                 self.counters.drop("l4-checksum")
                 return
-            handler(Packet(src, dst, proto, payload, True, rx.segment_size, hops))
+            handler(Packet(src, dst, proto, payload, True, rx.segment_size, hops, raw))
         elif proto == IpProtocol.ICMP and len(src) == 4:
             self._receive_icmp4(src, dst, payload)
         elif proto == IpProtocol.ICMPV6 and len(src) == 16:
@@ -364,6 +369,26 @@ class Interface:
             self.send_ip(src, IpProtocol.ICMPV6, reply.emit(dst, src), src_addr=dst)
         elif self.icmp_error_handler is not None:
             self.icmp_error_handler(src, kind, payload)
+
+    def send_unreachable(self, packet: Packet, *, port: bool = True) -> bool:
+        """ICMP destination unreachable (port, or protocol) about a packet we received
+        (RFC 1122 §3.2.2.1, RFC 4443 §3.1), unless the rules for ICMP errors forbid it
+        (a broadcast or multicast destination, an ICMP error, ...)."""
+        raw = packet.ip_packet
+        if not raw:
+            return False
+        if len(packet.src) == 4:
+            if not icmpv4.may_send_error(raw) or packet.dst != self.addr4:
+                return False
+            code4 = icmpv4.UnreachableCode.PORT if port else icmpv4.UnreachableCode.PROTOCOL
+            return self.send_ip(packet.src, IpProtocol.ICMP,
+                                icmpv4.dest_unreachable(code4, raw).emit())
+        code6 = icmpv6.DestUnreachableCode.PORT_UNREACHABLE
+        if not icmpv6.may_send_error(raw, icmpv6.Icmpv6Type.DEST_UNREACHABLE, code6):
+            return False
+        msg = icmpv6.dest_unreachable(code6, raw)
+        return self.send_ip(packet.src, IpProtocol.ICMPV6, msg.emit(packet.dst, packet.src),
+                            src_addr=packet.dst)
 
     def _solicit6(self, ip: bytes) -> None:
         target_group = ndp.solicited_node_multicast(ip)

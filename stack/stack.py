@@ -55,6 +55,7 @@ class StackCounters:
     udp_in: int = 0
     udp_out: int = 0
     udp_no_port: int = 0
+    port_unreachables_out: int = 0
     echo_replies_in: int = 0
     drops: dict[str, int] = field(default_factory=dict)
 
@@ -250,6 +251,8 @@ class Stack:
         sock = self._udp.get(header.dst_port)
         if sock is None:
             self.counters.udp_no_port += 1
+            if self.iface.send_unreachable(packet):
+                self.counters.port_unreachables_out += 1
             return
         self.counters.udp_in += 1
         sock._push(Datagram(bytes(packet.data[8:header.length]), (packet.src, header.src_port),

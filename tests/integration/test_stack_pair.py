@@ -11,6 +11,8 @@ no offload, MSS-sized segments checksummed by the stack. Counters show the diffe
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from emulator.backends.wire import FaultConfig
@@ -112,3 +114,24 @@ def test_fifty_megabytes_with_tso() -> None:
     """The issue's CI volume: 50 MB A → B with TSO and receive coalescing, byte-exact."""
     r = run_bulk(stack_pair("tso"), 50 * MIB)
     assert r.exact and r.closed and r.received == 50 * MIB
+
+
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_udp_to_a_closed_port_gets_port_unreachable(v6: bool) -> None:
+    """RFC 1122 §3.2.2.1 / RFC 4443 §3.1: the receiver answers a datagram for a port
+    nobody listens on with destination unreachable (port), quoting the datagram."""
+    p = stack_pair("csum")
+    a, b = p.a.stack, p.b.stack
+    assert a is not None and b is not None
+    errors: list[tuple[bytes, int, bytes]] = []
+    a.iface.icmp_error_handler = lambda src, kind, msg: errors.append((src, kind, msg))
+    client = a.udp_bind(9001)
+    dst = "fd00::2" if v6 else "10.0.0.2"
+    assert client.sendto(b"anyone?", ipaddress.ip_address(dst).packed, 9999)
+    p.loop.run_until_idle(max_steps=100_000)
+    assert b.counters.udp_no_port == 1 and b.counters.port_unreachables_out == 1
+    ((src, kind, msg),) = errors
+    assert src == ipaddress.ip_address(dst).packed
+    assert kind == (1 if v6 else 3)  # ICMPv6 / ICMPv4 destination unreachable
+    assert msg[1] == (4 if v6 else 3)  # code: port unreachable
+    assert msg.endswith(b"anyone?")  # the whole small datagram is quoted

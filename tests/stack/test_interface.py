@@ -256,3 +256,25 @@ def test_garbage_frames_never_raise() -> None:
         db.inbox.append(RxFrame(data=make()))
     b.poll_rx(0)
     assert sum(b.counters.drops.values()) == len(junk)
+
+
+def test_off_link_destination_goes_to_the_gateway() -> None:
+    """RFC 1122 §3.3.1: a destination outside our prefix is sent to the gateway's MAC;
+    without a gateway there is no route (dropped and counted)."""
+    da, db = PipeDevice(PLAIN), PipeDevice(PLAIN)
+    da.peer, db.peer = db, da
+    a = Interface(da, InterfaceConfig(MAC_A, ipv4="10.0.0.1/24", gateway4="10.0.0.254",
+                                      ipv6=("fd00::1/64",), gateway6="fd00::fe"))
+    router = Interface(db, InterfaceConfig(MAC_B, ipv4="10.0.0.254/24", ipv6=("fd00::fe/64",)))
+    far4, far6 = bytes([192, 168, 1, 5]), bytes.fromhex("20010db8000000000000000000000005")
+    assert a.send_ip(far4, IpProtocol.UDP, udp(1, 2, b"v4"), csum_offset=6)
+    assert a.send_ip(far6, IpProtocol.UDP, udp(1, 2, b"v6"), csum_offset=6)
+    settle(a, router)
+    ip_frames = [f for f, _ in da.sent if f[12:14] in (b"\x08\x00", b"\x86\xdd")
+                 and f[-2:] in (b"v4", b"v6")]
+    assert [(f[:6], f[-2:]) for f in ip_frames] == [(MAC_B, b"v4"), (MAC_B, b"v6")]
+    assert ip_frames[0][30:34] == far4 and ip_frames[1][38:54] == far6
+    assert router.counters.drops == {"ipv4-not-ours": 1, "ipv6-not-ours": 1}  # no forwarding
+    lonely = Interface(PipeDevice(PLAIN), InterfaceConfig(MAC_A, ipv4="10.0.0.1/24"))
+    assert not lonely.send_ip(far4, IpProtocol.UDP, udp(1, 2, b"x"), csum_offset=6)
+    assert lonely.counters.drops == {"no-route": 1}
