@@ -6,12 +6,16 @@ with a real peer that would fire retransmission and delayed-ACK timers long befo
 their time. :class:`RealTimeRunner` instead ties ``loop.now`` to ``time.monotonic_ns()``
 (as an offset from the loop's time when the runner was made) and repeats:
 
-1. run everything due up to the current real time (:meth:`EventLoop.run_for`, which
-   never jumps past that time);
-2. poll the peer (frames it queued go to the device, whose interrupts queue work);
-3. run what that made due, still at the current time;
+1. move ``loop.now`` to the current real time (forward only);
+2. poll the peer: the frames it queued go to the device, whose interrupts queue work;
+3. run everything due at that time (:meth:`EventLoop.run_for` with 0, which never jumps
+   ahead): the loop's order puts the work the frames brought (soon callbacks) before
+   the timers that fell due meanwhile, so when the stack was busy for longer than its
+   retransmission timeout the ACKs waiting in the tap are seen before the timer fires —
+   no spurious retransmission caused by our own slowness;
 4. wait on the peer's file descriptor until a frame arrives or the loop's next timer or
-   source deadline is due, at most ``max_wait_s``.
+   source deadline is due, at most ``max_wait_s`` (not at all when the poll found
+   frames: more may be queued).
 
 Everything stays bounded: :meth:`run_until` by a wall-clock timeout, each pass of the
 loop by ``max_steps``.
@@ -59,20 +63,15 @@ class RealTimeRunner:
         """The current real time on the loop's clock (ns)."""
         return time.monotonic_ns() - self._origin
 
-    def catch_up(self) -> None:
-        """Run everything due up to the current real time."""
-        loop = self.loop
-        target = self.real_now()
-        loop.run_for(max(0, target - loop.now), max_steps=self.max_steps)
-
     def step(self) -> int:
-        """One pass: catch up, poll the peer, run what it brought, wait for the next
+        """One pass: set the clock, poll the peer, run what is due, wait for the next
         frame or deadline. Returns the number of frames polled."""
         self.passes += 1
-        self.catch_up()
-        polled = self.peer.poll(self.loop.now)
+        loop = self.loop
+        loop.now = max(loop.now, self.real_now())
+        polled = self.peer.poll(loop.now)
         self.frames_polled += polled
-        self.loop.run_for(0, max_steps=self.max_steps)
+        loop.run_for(0, max_steps=self.max_steps)
         if polled == 0:
             self.peer.wait(self._wait_s())
         return polled

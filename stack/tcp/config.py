@@ -49,6 +49,9 @@ class TcpConfig:
     max_segment_payload: int = 0
     """TSO: the largest payload of one emitted segment (0: no TSO). The caller derives it
     from the device's segmentation capability (e.g. 65535 - IP - TCP headers)."""
+    tso_win_divisor: int = 3
+    """TSO deferral (Linux ``tcp_tso_win_divisor``): with TSO, new data waits for a full
+    packet's room or 1/divisor of the window while ACKs are due; 0 turns deferral off."""
     default_mss: int = 536
     """The send MSS assumed when the peer's SYN has no MSS option (RFC 9293 §3.7.1: 536
     for IPv4; an IPv6 interface sets 1220)."""
@@ -74,5 +77,7 @@ class TcpConfig:
             raise ValueError("keepalive_idle_ns must be positive")
         if self.syn_retries < 0 or self.data_retries < 0 or self.keepalive_probes < 1:
             raise ValueError("retry counts must not be negative")
+        if self.tso_win_divisor < 0:
+            raise ValueError("tso_win_divisor must not be negative")
         if self.max_segment_payload < 0:
             raise ValueError("max_segment_payload must not be negative")

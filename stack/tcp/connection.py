@@ -584,6 +584,9 @@ class TcpConnection:
                 limit = min(limit, nxt - seq)
         if limit <= 0:
             return self._rule3(out, now, opts, seg_size) if sack_recovery else False
+        if (not retransmit and not self._in_recovery and self._tso_defers(
+                limit, avail=avail, flight=flight, seg_size=seg_size, max_payload=max_payload)):
+            return False
         size = limit
         if size < seg_size:
             if not retransmit and not self._small_segment_ok(size, avail):
@@ -593,6 +596,25 @@ class TcpConnection:
         elif size % seg_size and self._nagle_holds():
             size -= size % seg_size  # the small tail waits for the ACK (Nagle)
         self._transmit(out, seq, size, now, opts=opts, seg_size=seg_size)
+        return True
+
+    def _tso_defers(self, limit: int, *, avail: int, flight: int, seg_size: int,
+                    max_payload: int) -> bool:
+        """TSO deferral (Linux ``tcp_tso_should_defer``): with segmentation offload,
+        more data queued than the windows let go now, and data in flight whose ACKs will
+        open them further, wait rather than send a small packet — unless the room is a
+        full TSO packet or at least 1/``tso_win_divisor`` of the smaller window. Keeps
+        the packets the device segments large (fewer descriptors and notifications per
+        byte). Never with nothing in flight (no ACK would come to end the wait)."""
+        divisor = self.config.tso_win_divisor
+        if not divisor or max_payload <= seg_size or flight <= 0 or limit >= avail:
+            return False
+        if limit >= max_payload - max_payload % seg_size:
+            return False
+        chunk = min(self.snd_wnd, self._cc.cwnd) // divisor
+        if limit >= chunk:
+            return False
+        self.counters.tso_deferrals += 1
         return True
 
     def _small_segment_ok(self, size: int, avail: int) -> bool:

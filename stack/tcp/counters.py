@@ -26,6 +26,8 @@ class TcpCounters:
     """Bytes retransmitted during SACK loss recovery (RFC 6675 NextSeg)."""
     tso_segments_out: int = 0
     """Outgoing values with a segment size (the device segments them)."""
+    tso_deferrals: int = 0
+    """Times new data waited for a larger TSO packet (Linux tcp_tso_should_defer)."""
     zero_window_probes: int = 0
     keepalives: int = 0
     resets_in: int = 0

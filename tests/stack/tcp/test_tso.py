@@ -14,7 +14,9 @@ MSS = 1448
 
 
 def test_slow_start_grows_tso_segments_to_the_64k_limit() -> None:
-    conn, peer = established(TcpConfig(max_segment_payload=TSO, congestion="reno"), now=T0)
+    """Without deferral (tso_win_divisor 0) every burst goes at once."""
+    conn, peer = established(TcpConfig(max_segment_payload=TSO, congestion="reno",
+                                       tso_win_divisor=0), now=T0)
     peer.send(T0, window=0xFFFF)  # 8 MiB window (shift 7)
     conn.send(b"t" * (4 << 20))
     rounds = []
@@ -95,7 +97,7 @@ def test_without_tso_payloads_are_at_most_the_effective_mss() -> None:
 
 
 def test_tso_limit_can_change() -> None:
-    conn, _ = established(TcpConfig(max_segment_payload=TSO), now=T0)
+    conn, _ = established(TcpConfig(max_segment_payload=TSO, tso_win_divisor=0), now=T0)
     conn.set_max_segment_payload(4 * MSS + 100)
     conn.send(b"c" * 100_000)
     outs = conn.poll(T0)
@@ -116,3 +118,27 @@ def test_retransmissions_after_a_timeout_grow_to_tso_size() -> None:
     assert len(second.segment.payload) == 2 * MSS and second.segment_size == MSS
     assert second.segment.seq == first.segment.seq + MSS
     assert conn.counters.retransmitted_bytes == 3 * MSS
+
+
+def test_tso_deferral_waits_for_a_larger_packet() -> None:
+    """Linux tcp_tso_should_defer: with data in flight, room for less than a full TSO
+    packet and less than a third of the window waits for the next ACK; then the bigger
+    packet goes. With nothing in flight the sender never waits."""
+    conn, peer = established(TcpConfig(max_segment_payload=TSO, congestion="reno"), now=T0)
+    peer.send(T0, window=0xFFFF)
+    conn.send(b"d" * (4 << 20))
+    t = T0
+    rounds = []
+    for _ in range(30):
+        outs = conn.poll(t)
+        rounds.append([len(o.segment.payload) for o in outs])
+        t += MS
+        peer.ack_all(t, [o.segment for o in outs])
+    # the 1448-byte tail of round 18 (cwnd 66608) waits and rides in round 19's packets
+    assert rounds[18] == [65160]
+    assert conn.counters.tso_deferrals > 0
+    assert rounds[19:29] == [[65160]] * 10 and rounds[29] == [65160, 33304]
+    fresh, _ = established(TcpConfig(max_segment_payload=TSO), now=T0)
+    fresh.send(b"x" * 100)  # nothing in flight: no deferral
+    [out] = fresh.poll(T0)
+    assert len(out.segment.payload) == 100 and fresh.counters.tso_deferrals == 0
