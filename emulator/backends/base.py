@@ -58,3 +58,15 @@ class OffloadSource(Protocol):
         """Register the device's entry point for frames that carry a virtio_net_hdr with
         NEEDS_CSUM or a gso_type; plain frames still go to the plain receiver."""
         ...
+
+
+@runtime_checkable
+class ReceivePaced(Protocol):
+    """Optional: a backend that can leave frames where they are (a tap's queue) while
+    the device has no room, as QEMU's tap backend does (``virtio_net_can_receive`` /
+    ``virtio_net_has_buffers``) and vhost-net's ``handle_rx``."""
+
+    def set_ready_check(self, ready: Callable[[], bool] | None) -> None:
+        """``ready()`` is asked before each frame is read: False leaves the rest queued
+        until a later poll."""
+        ...

@@ -22,6 +22,7 @@ import fcntl
 import os
 import select
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntFlag
 from types import TracebackType
@@ -288,6 +289,8 @@ class TapCounters:
     """Frames the receiver accepted (returned True)."""
     rx_undeliverable: int = 0
     """Frames read while no receiver was set, or that the receiver refused."""
+    rx_paused: int = 0
+    """Polls that stopped reading because the device had no room (frames left queued)."""
 
 
 class TapBackend:
@@ -337,6 +340,7 @@ class TapBackend:
         self.last_error: TapError | None = None
         self._receiver: Receiver | None = None
         self._offload_receiver: OffloadReceiver | None = None
+        self._ready: Callable[[], bool] | None = None
         self._last_poll: int | None = None
 
     def send(self, frame: bytes, hdr: NetHdr | None = None) -> None:
@@ -359,6 +363,11 @@ class TapBackend:
         tap's TUNSETOFFLOAD flags allow it) go here with their header."""
         self._offload_receiver = receiver
 
+    def set_ready_check(self, ready: Callable[[], bool] | None) -> None:
+        """While ``ready()`` says no, :meth:`poll` leaves frames queued in the tap (the
+        kernel queues or drops them by its own rules, as with QEMU's tap backend)."""
+        self._ready = ready
+
     def next_deadline(self) -> int | None:
         if self.poll_interval_ns is None:
             return None
@@ -371,7 +380,11 @@ class TapBackend:
         self._last_poll = now
         count = 0
         counters = self.counters
+        ready = self._ready
         while count < self.max_frames_per_poll:
+            if ready is not None and not ready():
+                counters.rx_paused += 1
+                break
             item = self.tap.read()
             if item is None:
                 break

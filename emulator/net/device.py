@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from emulator.backends.base import Backend, FlowControl, OffloadSource
+from emulator.backends.base import Backend, FlowControl, OffloadSource, ReceivePaced
 from emulator.core import DeviceCore
 from emulator.monitor import DRIVER
 from emulator.net.control import CommandResult, ControlLimits, ControlState
@@ -82,6 +82,7 @@ RX_OFFLOADS = FeatureSet.of(
     F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_USO4, F.GUEST_USO6,
 )
 MULTIQUEUE = FeatureSet.of(F.MQ, F.RSS)
+BIG_RX = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_USO4, F.GUEST_USO6)
 """Either puts the control queue after all ``max_virtqueue_pairs`` pairs (§5.1.2)."""
 MAX_QUEUE_PAIRS = 0x8000
 """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX (§5.1.6.5.6)."""
@@ -338,6 +339,35 @@ class NetDevice:
         backend.set_receiver(self.receive)
         if isinstance(backend, OffloadSource):
             backend.set_offload_receiver(self.receive_offloaded)
+        if isinstance(backend, ReceivePaced):
+            backend.set_ready_check(self.rx_ready)
+
+    def rx_ready(self) -> bool:
+        """Whether a frame from the backend can be placed now: live, no receive queue
+        waiting for a refill, and every active receive queue holding buffers for the
+        largest packet the driver accepts (QEMU ``virtio_net_has_buffers``) — one buffer,
+        or with MRG_RXBUF enough 1526-byte buffers for 64 KiB when GUEST_TSO/USO is on."""
+        core = self.core
+        if core is None or not core.live:
+            return True  # the frame is dropped and counted as before
+        if any(self._rx_waiting):
+            return False
+        mergeable = F.MRG_RXBUF in self.negotiated
+        need = 1
+        if mergeable:
+            need = 44 if self._guest_offloads & BIG_RX else 1
+        pairs = self.steering.pairs if self.steering.mode != "single" else 1
+        if self.steering.mode == "rss":
+            pairs = self.config.max_queue_pairs
+        memory = core.memory
+        try:
+            for pair in range(min(pairs, self.config.max_queue_pairs)):
+                q = core.queue(2 * pair)
+                if q is not None and q.pending(memory) < need:
+                    return False
+        except DeviceProtocolError:
+            return True  # a broken ring: the receive path records it
+        return True
 
     @property
     def negotiated(self) -> FeatureSet:

@@ -552,11 +552,6 @@ def test_kernel_client(family: Family, offloads: Offloads) -> None:
     check_exchange(ex, family, offloads, final=TcpState.CLOSED)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "emulator: TapBackend.poll reads up to 256 frames from the tap whatever the device "
-    "can take; a burst of the kernel's 64 KB GSO packets overruns the 256-buffer "
-    "receive ring (device drops 'rx-no-buffer', the kernel retransmits) where QEMU and "
-    "vhost-net stop reading the tap until the driver refills"))
 def test_kernel_gso_burst_waits_in_the_tap() -> None:
     """The kernel sends 8 MB as GSO packets; none may be lost inside our device for want
     of receive buffers: like QEMU (virtio_net_can_receive / virtio_net_has_buffers) and
