@@ -26,6 +26,7 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.segmentation
+	$(BIN)/python -m benchmarks.coalescing
 	$(BIN)/python -m benchmarks.goodput
 
 venv: $(STAMP)
