@@ -26,6 +26,8 @@ class TcpSocket:
         self.conn = conn
         self.local = local
         self.remote = remote
+        self.listener: TcpListener | None = None
+        """The listener this passively opened connection waits in until established."""
 
     @property
     def state(self) -> TcpState:

@@ -180,7 +180,7 @@ class Stack:
                     now=self.now)
                 sock = TcpSocket(self, conn, (packet.dst, header.dst_port),
                                  (packet.src, header.src_port))
-                sock.listener = listener  # type: ignore[attr-defined]
+                sock.listener = listener
                 listener.pending.add(sock)
                 self._conns[key] = sock
                 self.wake(sock)
@@ -194,11 +194,10 @@ class Stack:
         before = sock.conn.state
         sock.conn.on_segment(seg, self.now)
         self.wake(sock)
-        if before is not TcpState.ESTABLISHED and sock.conn.state is TcpState.ESTABLISHED:
-            listener = getattr(sock, "listener", None)
-            if isinstance(listener, TcpListener):
-                listener._established(sock)
-                sock.listener = None  # type: ignore[attr-defined]
+        established = sock.conn.state is TcpState.ESTABLISHED
+        if sock.listener is not None and established and before is not TcpState.ESTABLISHED:
+            sock.listener._established(sock)
+            sock.listener = None
 
     def _tcp_out(self, now: int) -> None:
         iface = self.iface
@@ -223,6 +222,9 @@ class Stack:
                               segment_size=out.segment_size, src_addr=sock.local[0])
             if conn.state is TcpState.CLOSED and conn.next_deadline() is None:
                 del self._conns[key]
+                if sock.listener is not None:  # reset before the handshake completed
+                    sock.listener.pending.discard(sock)
+                    sock.listener = None
 
     # -- UDP, RFC 768 ----------------------------------------------------------------
     def udp_bind(self, port: int = 0) -> UdpSocket:

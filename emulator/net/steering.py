@@ -46,6 +46,11 @@ class Steering:
     """Receive queue selection; queue numbers are 0-based receiveq numbers."""
 
     def __init__(self) -> None:
+        self._flows: OrderedDict[bytes, int] = OrderedDict()
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the state after device reset: one queue, no hash configured."""
         self.pairs = 1
         self.mode = "single"
         self.rss_types = HashType(0)
@@ -54,10 +59,7 @@ class Steering:
         self.rss_unclassified = 0
         self.hash_types = HashType(0)
         self.hash_key = b""
-        self._flows: OrderedDict[bytes, int] = OrderedDict()
-
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
+        self._flows.clear()
 
     def set_pairs(self, pairs: int) -> None:
         """VQ_PAIRS_SET: automatic steering over ``pairs`` queues (1: single queue)."""

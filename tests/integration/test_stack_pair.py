@@ -16,6 +16,9 @@ import ipaddress
 import pytest
 
 from emulator.backends.wire import FaultConfig
+from stack.interface import Packet
+from stack.wire.ipv4 import IpProtocol
+from stack.wire.tcp import TcpFlags, TcpHeader
 from testbench.tcp_bulk import MIB, run_bulk, stack_pair
 
 MB8 = 8 * MIB
@@ -135,3 +138,26 @@ def test_udp_to_a_closed_port_gets_port_unreachable(v6: bool) -> None:
     assert kind == (1 if v6 else 3)  # ICMPv6 / ICMPv4 destination unreachable
     assert msg[1] == (4 if v6 else 3)  # code: port unreachable
     assert msg.endswith(b"anyone?")  # the whole small datagram is quoted
+
+
+def test_a_connection_reset_during_the_handshake_leaves_the_accept_queue() -> None:
+    """A SYN to a listener with backlog 1 takes its one place; when the peer resets it
+    before the handshake completes, the place is free again (not leaked)."""
+    p = stack_pair("csum")
+    b = p.b.stack
+    assert b is not None
+    listener = b.tcp_listen(7000, backlog=1)
+    peer, port = bytes([10, 0, 0, 1]), 40000
+
+    def segment_from_a(flags: TcpFlags, seq: int) -> Packet:
+        header = TcpHeader(port, 7000, seq, 0, flags, 1024)
+        return Packet(peer, bytes([10, 0, 0, 2]), IpProtocol.TCP, header.emit(), True)
+
+    deliver = b.iface.tcp_handler
+    assert deliver is not None
+    deliver(segment_from_a(TcpFlags.SYN, 1000))
+    assert listener.full and len(listener.pending) == 1
+    deliver(segment_from_a(TcpFlags.RST, 1001))
+    b.poll(p.loop.now)
+    assert listener.pending == set() and not listener.full
+    assert listener.accept() is None
