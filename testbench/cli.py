@@ -1,56 +1,16 @@
-"""The ``vnetbench`` command."""
+"""The ``vnetbench`` command: one subcommand per module of :mod:`testbench.commands`."""
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
-from emulator.profiles import PROFILES
-from testbench.demo import DemoOptions, format_report, run_demo
-from testbench.host import MIB
-from virtio.errors import VirtioError
+from testbench.cli_args import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, EXIT_USAGE
+from testbench.commands import COMMANDS
 
-EXIT_OK = 0
-EXIT_MISMATCH = 1
-EXIT_USAGE = 2
-EXIT_ERROR = 3
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, not {value}")
-    return value
-
-
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} must not be negative")
-    return value
-
-
-def _size(text: str) -> int:
-    """A byte size such as ``65536``, ``512K``, ``8M`` (binary units)."""
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = t[-1:] if t[-1:] in _UNITS and t[-1:] else ""
-    number = t[: len(t) - len(unit)]
-    if not number.isdigit() or int(number) <= 0:
-        raise argparse.ArgumentTypeError(f"not a positive size: {text!r} (e.g. 8M, 512K)")
-    return int(number) * _UNITS[unit]
-
-
-def _size_or_zero(text: str) -> int:
-    return 0 if text.strip() == "0" else _size(text)
+__all__ = ["EXIT_ERROR", "EXIT_MISMATCH", "EXIT_OK", "EXIT_USAGE", "build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,80 +19,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="A virtio-net testbench: emulated device, Python driver, TCP/IP stack.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = sub.add_parser(
-        "demo",
-        help="run the demo scenario on the emulated pair",
-        description=(
-            "Host A <-> wire <-> host B: both drivers negotiate with their devices, then "
-            "send numbered frames of mixed sizes each way and a TCP bulk transfer A -> B "
-            "(TSO on A's device, receive coalescing on B's); every frame and every flow "
-            "is checked byte for byte. Exit status 0 when all arrived exact, 1 on "
-            "mismatches, 3 on an error."
-        ),
-    )
-    demo.add_argument("--json", action="store_true", help="print the report as JSON")
-    demo.add_argument("--frames", type=_positive, default=1000, help="frames per direction (1000)")
-    demo.add_argument("--seed", type=int, default=1, help="seed for sizes and payloads (1)")
-    demo.add_argument(
-        "--memory", type=_size, default=None,
-        help="guest memory per host, e.g. 8M, 512K (default: what the buffers need, at least 8M)",
-    )
-    demo.add_argument(
-        "--queue-size", type=_positive, default=256, help="virtqueue size the drivers ask for (256)"
-    )
-    demo.add_argument(
-        "--profile", choices=sorted(PROFILES), default="strict",
-        help="device profile of both hosts: what the device does where the spec is silent",
-    )
-    demo.add_argument(
-        "--mrg-rxbuf", action=argparse.BooleanOptionalAction, default=True,
-        help="receivers use mergeable buffers (MRG_RXBUF); --no-mrg-rxbuf: big 64 KB "
-        "buffers (default: on)",
-    )
-    demo.add_argument(
-        "--queue-pairs", type=_positive, default=1, metavar="N",
-        help="queue pairs per device and driver, spread by RSS (1)",
-    )
-    demo.add_argument(
-        "--tcp-bytes", type=_size_or_zero, default=8 * MIB, metavar="SIZE",
-        help="bytes of the TCP transfer A -> B through the stacks, e.g. 16M; 0: none (8M)",
-    )
-    demo.add_argument(
-        "--strangers", type=_count, default=10, metavar="N",
-        help="frames A sends to a MAC nobody has, for B's receive filter to drop (10)",
-    )
-    demo.add_argument(
-        "--pcap", type=Path, default=None, metavar="PATH",
-        help="write a pcapng of host A: frames its driver handed the device (virtio_net_hdr "
-        "in each packet's comment) and its side of the wire",
-    )
+    for name in COMMANDS:
+        importlib.import_module(f"testbench.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        try:
-            report = run_demo(
-                DemoOptions(
-                    frames=args.frames,
-                    seed=args.seed,
-                    memory_size=args.memory,
-                    queue_size=args.queue_size,
-                    pcap=args.pcap,
-                    profile=args.profile,
-                    mrg_rxbuf=args.mrg_rxbuf,
-                    queue_pairs=args.queue_pairs,
-                    tcp_bytes=args.tcp_bytes,
-                    strangers=args.strangers,
-                )
-            )
-        except (VirtioError, ValueError, OSError) as exc:
-            print(f"vnetbench demo: error: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        print(json.dumps(report, indent=2) if args.json else format_report(report))
-        return EXIT_OK if report["mismatches"] == 0 else EXIT_MISMATCH
-    return EXIT_USAGE  # pragma: no cover - argparse rejects unknown commands
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)
 
 
 if __name__ == "__main__":  # pragma: no cover
