@@ -154,6 +154,9 @@ BIG_RX_FEATURES = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST
 
 _local_macs = itertools.count(1)
 
+_CONFIG_CHANGE = int(InterruptStatus.CONFIG_CHANGE)
+_USED_BUFFER = int(InterruptStatus.USED_BUFFER)
+
 
 def local_mac() -> bytes:
     """A locally administered unicast MAC (IEEE 802 §9.2: bit 1 of the first octet set,
@@ -713,10 +716,10 @@ class VirtioNetDriver:
         isr = t.interrupt_status()
         if isr:
             t.ack_interrupt(isr)
-        if isr & InterruptStatus.CONFIG_CHANGE:
+        if isr & _CONFIG_CHANGE:
             self.counters.config_interrupts += 1
             self._config_changed()
-        if isr & InterruptStatus.USED_BUFFER:
+        if isr & _USED_BUFFER:
             self._process_used()
 
     def poll(self) -> None:

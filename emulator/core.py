@@ -44,6 +44,10 @@ _ORDER: tuple[tuple[Status, Status | None, str, spec.Section], ...] = (
 
 _DRIVER_OK = int(Status.DRIVER_OK)
 _LIVE_MASK = int(Status.DRIVER_OK | Status.DEVICE_NEEDS_RESET | Status.FAILED)
+_STOPPED = int(Status.DEVICE_NEEDS_RESET | Status.FAILED)
+_USED_BUFFER_STATUS = InterruptStatus.USED_BUFFER
+_USED_BUFFER = int(InterruptStatus.USED_BUFFER)
+_CONFIG_CHANGE = int(InterruptStatus.CONFIG_CHANGE)
 
 
 class DeviceFunction(Protocol):
@@ -265,7 +269,7 @@ class DeviceCore:
                             action="refused")
         new_bits = value & ~old
         if new_bits & Status.FAILED:
-            self.status |= Status.FAILED
+            self.status |= int(Status.FAILED)
         for bit, need, rule, section in _ORDER:
             if not new_bits & bit:
                 continue
@@ -275,7 +279,7 @@ class DeviceCore:
                 continue
             if bit is Status.FEATURES_OK and not self._accept_features():
                 continue
-            self.status |= bit
+            self.status |= int(bit)
             if bit is Status.DRIVER_OK and self.live:
                 self._guarded(None, lambda: self.function.activate(self))
 
@@ -322,9 +326,9 @@ class DeviceCore:
     # notifications and interrupts
     def notify(self, index: int) -> None:
         """An available buffer notification for queue ``index`` (§2.3)."""
-        if self.status & (Status.DEVICE_NEEDS_RESET | Status.FAILED):
+        if self.status & _STOPPED:
             return
-        if not self.status & Status.DRIVER_OK:
+        if not self.status & _DRIVER_OK:
             self._violation("notify-before-driver-ok", spec.DEVICE_INIT,
                             f"queue {index} notified before DRIVER_OK",
                             action="ignored", queue=index)
@@ -356,16 +360,18 @@ class DeviceCore:
         buffer notifications only while live (§3.1.2: none before DRIVER_OK),
         configuration changes once DRIVER_OK is set. Returns whether anything was
         raised."""
+        status = self.status
         allowed = 0
-        if self.status & Status.DRIVER_OK:
-            allowed |= InterruptStatus.CONFIG_CHANGE
-        if self.live:
-            allowed |= InterruptStatus.USED_BUFFER
-        raised = InterruptStatus(int(bits) & allowed)
-        if not raised:
+        if status & _DRIVER_OK:
+            allowed = _CONFIG_CHANGE
+            if status & _LIVE_MASK == _DRIVER_OK:
+                allowed |= _USED_BUFFER
+        value = int(bits) & allowed
+        if not value:
             return False
-        self.interrupt_status |= int(raised)
-        self.function.interrupt_raised(raised)
+        self.interrupt_status |= value
+        self.function.interrupt_raised(
+            _USED_BUFFER_STATUS if value == _USED_BUFFER else InterruptStatus(value))
         if self.on_interrupt is not None:
             self.on_interrupt()
         return True
@@ -404,5 +410,5 @@ class DeviceCore:
         self.monitor.record_error(err, queue=queue, descriptor=descriptor, action="needs-reset")
         if self.status & Status.DEVICE_NEEDS_RESET:
             return
-        self.status |= Status.DEVICE_NEEDS_RESET
+        self.status |= int(Status.DEVICE_NEEDS_RESET)
         self.raise_interrupt(InterruptStatus.CONFIG_CHANGE)

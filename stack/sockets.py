@@ -45,7 +45,7 @@ class TcpSocket:
     def counters(self) -> object:
         return self.conn.counters
 
-    def send(self, data: bytes) -> int:
+    def send(self, data: bytes | bytearray | memoryview) -> int:
         """Queue bytes for sending; how many were taken (the send buffer may be full)."""
         taken = self.conn.send(data)
         if taken:

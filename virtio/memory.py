@@ -22,6 +22,8 @@ from virtio.errors import GuestMemoryError, OutOfGuestMemory
 from virtio.layouts import U16, U32, U64
 
 ADDRESS_LIMIT = 1 << 64
+_U16_FROM = U16.unpack_from
+_U16_INTO = U16.pack_into
 
 Backing = bytearray | mmap.mmap | memoryview
 
@@ -172,6 +174,9 @@ class GuestMemory:
         return r.buf, addr - r.guest_addr
 
     def read_u16(self, addr: int) -> int:
+        r = self._last  # the common case inlined: the region of the previous access
+        if r.guest_addr <= addr and addr + 2 <= r.end:
+            return int(_U16_FROM(r.buf, addr - r.guest_addr)[0])
         buf, off = self._scalar_view(addr, 2)
         return int(U16.unpack_from(buf, off)[0])
 
@@ -184,6 +189,10 @@ class GuestMemory:
         return int(U64.unpack_from(buf, off)[0])
 
     def write_u16(self, addr: int, value: int) -> None:
+        r = self._last
+        if r.guest_addr <= addr and addr + 2 <= r.end:
+            _U16_INTO(r.buf, addr - r.guest_addr, value & 0xFFFF)
+            return
         buf, off = self._scalar_view(addr, 2)
         U16.pack_into(buf, off, value & 0xFFFF)
 

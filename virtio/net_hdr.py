@@ -10,6 +10,8 @@ from virtio.layouts import NET_HDR, NET_HDR_BY_SIZE, NET_HDR_HASH, NET_HDR_LEGAC
 from virtio.spec import NET_OPERATION
 
 VALID_SIZES = (10, 12, 20)
+_NEEDS_CSUM = int(NetHdrFlag.NEEDS_CSUM)
+_DATA_VALID = int(NetHdrFlag.DATA_VALID)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +39,11 @@ class NetHdr:
 
     @property
     def needs_csum(self) -> bool:
-        return bool(self.flags & NetHdrFlag.NEEDS_CSUM)
+        return bool(self.flags & _NEEDS_CSUM)
 
     @property
     def data_valid(self) -> bool:
-        return bool(self.flags & NetHdrFlag.DATA_VALID)
+        return bool(self.flags & _DATA_VALID)
 
     def with_(self, **changes: int) -> NetHdr:
         return replace(self, **changes)

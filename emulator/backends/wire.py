@@ -19,7 +19,8 @@ Model, per direction::
 Faults come from one ``random.Random`` per direction, seeded from ``seed`` and the
 direction's name. Every frame sent draws the same seven numbers in the same order (loss,
 duplicate, reorder, corrupt, corrupt position, corrupt mask, jitter) whatever happens to
-it, so the fate of the n-th frame depends only on the seed and n.
+it, so the fate of the n-th frame depends only on the seed and n. A perfect wire (every
+probability 0, no jitter) draws nothing.
 
 Counting (per sending port): each frame sent ends in exactly one of ``lost``,
 ``queue_drops``, ``delivered``, ``undeliverable`` or is still pending; a duplicate copy
@@ -41,6 +42,7 @@ from emulator.backends.base import Receiver
 __all__ = ["FaultConfig", "Wire", "WireCounters", "WirePort"]
 
 _NS_PER_S = 1_000_000_000
+_BITS_NS = 8 * _NS_PER_S
 TX_HEADROOM = 1024
 """Frames of queue a port keeps free when it says it is ready: one 64 KB packet
 segmented at a 64-byte MSS."""
@@ -61,6 +63,12 @@ class FaultConfig:
     """Probability one byte of the frame is flipped (xor with a nonzero mask)."""
     jitter_ns: int = 0
     """Uniform extra delay in ``[0, jitter_ns]`` added to every frame."""
+
+    @property
+    def perfect(self) -> bool:
+        """No fault can fire: every frame is delivered, in order, unchanged."""
+        return not (self.loss or self.duplicate or self.reorder or self.corrupt
+                    or self.jitter_ns)
 
     def __post_init__(self) -> None:
         for name in ("loss", "duplicate", "reorder", "corrupt"):
@@ -212,11 +220,21 @@ class Wire:
     def _transmit(self, port: WirePort, frame: bytes) -> None:
         faults = self.faults
         counters = port.counters
+        counters.sent += 1
+        counters.bytes_sent += len(frame)
+        if faults.perfect:  # nothing to draw: the fate of every frame is delivery
+            if port._in_flight >= self.queue_limit:
+                counters.queue_drops += 1
+                return
+            start = max(self._clock(), port._busy_until)
+            port._busy_until = busy = start + -(-(len(frame) * _BITS_NS) // self.rate_bps)
+            heapq.heappush(self._queue, _Pending(busy + self.latency_ns, self._seq, port, frame))
+            self._seq += 1
+            port._in_flight += 1
+            return
         rng = port._rng
         # Fixed draw order per frame (see the module docstring).
         u_loss, u_dup, u_reorder, u_corrupt, u_pos, u_mask, u_jitter = (rng.random() for _ in range(7))
-        counters.sent += 1
-        counters.bytes_sent += len(frame)
         if port._in_flight >= self.queue_limit:
             counters.queue_drops += 1
             return
