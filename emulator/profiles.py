@@ -27,6 +27,17 @@ picks whose segmentation and checksum arithmetic to reproduce (:class:`Engine`,
     takes no vnet header: seeds ignored and pseudo headers recomputed, FIN and PSH
     cleared on every segment, UFO fragments aligned to 8 bytes, no USO, nothing above
     64 KiB.
+``firecracker``
+    Firecracker's virtio-net (``src/vmm/src/devices/virtio/net/device.rs``): a small
+    fixed feature set (no control queue, no STATUS, no indirect descriptors), no
+    segmentation or header checks of its own — the guest's header goes to the host tap
+    as it is, so the Linux tap path decides (the ``linux`` actions) — and the tap's
+    header comes back to the guest with ``num_buffers`` set by the device.
+``firecracker-legacy``
+    Firecracker before 2024: no MRG_RXBUF, ``num_buffers`` left 0, and the tap's
+    receive offloads set from what the device *offered* rather than what the driver
+    accepted (issue #3905), so a driver that declined GUEST_TSO still gets 64 KiB
+    packets.
 
 Feature-level checks (a gso_type whose HOST_ feature was not negotiated, ECN without
 HOST_ECN, NEEDS_CSUM without CSUM) belong to the device, not to the profile.
@@ -39,6 +50,9 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
+
+from virtio.constants import FeatureBit
+from virtio.features import FeatureSet
 
 
 class Action(Enum):
@@ -96,6 +110,17 @@ class Profile:
     ``virtio_net_hdr_from_skb``, QEMU forwarding the tap's header); False has the device
     finish the checksum and segment itself, delivering plain verified packets (both are
     allowed by §5.1.6.4.1)."""
+    offered: FeatureSet | None = None
+    """Features the device offers; None: everything the emulated device implements."""
+    rx_num_buffers_zero: bool = False
+    """Without MRG_RXBUF, leave ``num_buffers`` 0 in received headers instead of 1
+    (§5.1.6.4.1 says 1; Firecracker did this before commit fb66e22ff3c6)."""
+    rx_offloads_from_offered: bool = False
+    """Receive offloads follow what the device offered, not what the driver accepted
+    (§5.1.6.4.1 breaks; Firecracker before commit 1e5d3dba6a92, issue #3905)."""
+    rx_used_len_extra: int = 0
+    """Bytes ``used.len`` over-reports on the last buffer of a received packet
+    (§2.7.8.1 breaks; openvmm virtio_net before PR #3119 reported 12 too many)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.actions, MappingProxyType):
@@ -278,10 +303,79 @@ QEMU = Profile(
     rx_pass_offloads=True,
 )
 
-PROFILES: dict[str, Profile] = {p.name: p for p in (STRICT, LINUX, QEMU)}
+_FB = FeatureBit
+FIRECRACKER_OFFERED = FeatureSet.of(
+    _FB.VERSION_1, _FB.CSUM, _FB.GUEST_CSUM, _FB.GUEST_TSO4, _FB.GUEST_TSO6,
+    _FB.HOST_TSO4, _FB.HOST_TSO6, _FB.HOST_UFO, _FB.MRG_RXBUF, _FB.EVENT_IDX, _FB.MAC,
+    _FB.MTU,
+)
+"""Net::new ``avail_features`` (MAC and MTU when configured). GUEST_UFO, which
+Firecracker offers too, is left out: the emulated device does not coalesce UFO."""
+
+_FIRECRACKER_SOURCES = (
+    "firecracker src/vmm/src/devices/virtio/net/device.rs (commit 81b38b9da) Net::new: "
+    "avail_features CSUM, GUEST_CSUM, GUEST_TSO4/6, GUEST_UFO, HOST_TSO4/6, HOST_UFO, "
+    "VERSION_1, MRG_RXBUF, EVENT_IDX (+ MTU, MAC when configured); no CTRL_VQ, STATUS or "
+    "INDIRECT_DESC",
+    "device.rs write_to_mmds_or_tap / write_tap: the TX chain, vnet header included, is "
+    "written to the tap as it is (only a missing header is refused, commit 8432212e8): "
+    "the Linux tap path checks and segments (so the linux actions)",
+    "device.rs Net::new tap.set_vnet_hdr_size(12): virtio_net_hdr_v1 both ways; "
+    "read_tap: the tap writes the header of a received packet, passed on as it is",
+    "device.rs header_set_num_buffers / fb66e22ff3c6 (MRG_RXBUF support): num_buffers "
+    "set to the chains used (1 without MRG_RXBUF)",
+    "device.rs build_tap_offload_features / 1e5d3dba6a92 'Apply only supported TAP "
+    "offloading features' (issue #3905): tap offloads from the acked GUEST_ features",
+)
+
+FIRECRACKER = LINUX.derive(
+    "firecracker",
+    description=(
+        "Firecracker virtio-net: fixed features, no header checks of its own (the host "
+        "tap's Linux path decides), tap headers passed to the guest with num_buffers set."
+    ),
+    sources=_FIRECRACKER_SOURCES,
+    big_packets=False,
+    offered=FIRECRACKER_OFFERED,
+)
+
+FIRECRACKER_LEGACY = FIRECRACKER.derive(
+    "firecracker-legacy",
+    description=(
+        "Firecracker before 2024: no MRG_RXBUF, num_buffers left 0, receive offloads "
+        "from the offered (not the accepted) features."
+    ),
+    sources=(
+        *_FIRECRACKER_SOURCES[:3],
+        "firecracker issue #3905 'Guest can't NACK LRO': the tap's offloads were set "
+        "from the offered features (fixed by 1e5d3dba6a92)",
+        "firecracker PR #4658: 'Prior to this commit Firecracker never set the number of "
+        "used heads to 1' (fixed with MRG_RXBUF support, fb66e22ff3c6)",
+    ),
+    offered=FIRECRACKER_OFFERED - FeatureSet.of(_FB.MRG_RXBUF),
+    rx_num_buffers_zero=True,
+    rx_offloads_from_offered=True,
+)
+
+PROFILES: dict[str, Profile] = {
+    p.name: p for p in (STRICT, LINUX, QEMU, FIRECRACKER, FIRECRACKER_LEGACY)
+}
 
 
-def get_profile(name: str) -> Profile:
+def register_profile(profile: Profile) -> Profile:
+    """Make ``profile`` known by name (``NetDeviceConfig(profile=name)``, the CLI);
+    ``ValueError`` when another profile has that name."""
+    known = PROFILES.get(profile.name)
+    if known is not None and known is not profile:
+        raise ValueError(f"a device profile named {profile.name!r} exists already")
+    PROFILES[profile.name] = profile
+    return profile
+
+
+def get_profile(name: str | Profile) -> Profile:
+    """The profile called ``name`` (a :class:`Profile` is returned as it is)."""
+    if isinstance(name, Profile):
+        return name
     try:
         return PROFILES[name]
     except KeyError:

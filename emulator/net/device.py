@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from emulator.backends.base import Backend, FlowControl, OffloadSource, ReceivePaced
 from emulator.core import DeviceCore
-from emulator.monitor import DRIVER
+from emulator.monitor import DEVICE, DRIVER
 from emulator.net.control import CommandResult, ControlLimits, ControlState
 from emulator.net.counters import NetCounters
 from emulator.net.notify_coalesce import NotifyCoalescer
@@ -121,9 +121,9 @@ class NetDeviceConfig:
     link_up: bool = True
     gro_flush_ns: int = GRO_FLUSH_NS
     """Receive coalescing window (virtual ns) when GUEST_TSO4/6 are negotiated."""
-    profile: str = "strict"
-    """Device personality for what the spec leaves open (emulator/profiles.py):
-    "strict", "linux" or "qemu"."""
+    profile: str | Profile = "strict"
+    """Device personality for what the spec leaves open (emulator/profiles.py): a
+    name ("strict", "linux", "qemu", "firecracker"...) or a :class:`Profile`."""
     max_queue_pairs: int = 1
     """max_virtqueue_pairs (§5.1.4): receive/transmit pairs the device has (MQ / RSS)."""
     rx_recheck: bool = True
@@ -162,7 +162,11 @@ class NetDeviceConfig:
 
     @property
     def features(self) -> FeatureSet:
-        return IMPLEMENTED if self.offered is None else self.offered
+        """``offered``, else the profile's offered features, else :data:`IMPLEMENTED`."""
+        if self.offered is not None:
+            return self.offered
+        offered = get_profile(self.profile).offered
+        return IMPLEMENTED if offered is None else offered
 
 
 def _link_header_len(frame: bytes) -> int:
@@ -217,6 +221,10 @@ class NetDevice:
         """The transmit queue being processed (for monitor records)."""
         self._tx_paused: set[int] = set()
         """Transmit queues waiting for the backend to drain."""
+        self._tx_frame = b""
+        """The frame of the transmit chain being processed (for monitor records)."""
+        self._event_idx_flags: set[int] = set()
+        """Queues whose avail flags were seen non-zero with EVENT_IDX (recorded once)."""
 
     def _later(self, delay: int, fn: Callable[[], object]) -> object:
         assert self.call_later is not None
@@ -332,6 +340,7 @@ class NetDevice:
         self.mac = self.config.mac
         self.announce_pending = False
         self._tx_paused.clear()
+        self._event_idx_flags.clear()
 
     # outside world
     def attach(self, backend: Backend) -> None:
@@ -419,10 +428,11 @@ class NetDevice:
     def _violation(
         self, rule: str, section: spec.Section | str, detail: str, *, action: str,
         queue: int | None = None, descriptor: int | None = None,
+        packet: bytes | None = None, who: str = DRIVER,
     ) -> None:
         if self.core is not None:
-            self.core.monitor.record(DRIVER, rule, str(section), detail, queue=queue,
-                                     descriptor=descriptor, action=action)
+            self.core.monitor.record(who, rule, str(section), detail, queue=queue,
+                                     descriptor=descriptor, action=action, packet=packet)
 
     def _signal(self, core: DeviceCore, q: DeviceQueue, packets: int = 1) -> None:
         """After a batch of used buffers: interrupt unless notification coalescing holds
@@ -431,6 +441,13 @@ class NetDevice:
             self._notify_used(core, q)
 
     def _notify_used(self, core: DeviceCore, q: DeviceQueue) -> None:
+        if q.event_idx and q.index not in self._event_idx_flags \
+                and core.memory.read_u16(q.avail_addr):
+            self._event_idx_flags.add(q.index)  # §2.7.7.1: flags MUST be 0 with EVENT_IDX
+            self._violation("avail-flags-with-event-idx", spec.USED_NOTIF_SUPPRESSION,
+                            f"avail.flags {core.memory.read_u16(q.avail_addr):#x} with "
+                            "EVENT_IDX negotiated (must be 0; used_event decides)",
+                            action="ignored", queue=q.index)
         if q.needs_interrupt(core.memory):
             core.raise_interrupt(InterruptStatus.USED_BUFFER)
         else:
@@ -610,7 +627,8 @@ class NetDevice:
         self.counters.drop(reason)
         if section is not None:
             self._violation(reason, section, detail, action="dropped",
-                            queue=self._tx_index, descriptor=chain.head)
+                            queue=self._tx_index, descriptor=chain.head,
+                            packet=self._tx_frame)
 
     def _transmit(self, core: DeviceCore, chain: Chain) -> None:
         counters = self.counters
@@ -628,10 +646,17 @@ class NetDevice:
         data = chain.read(memory)
         hdr = NetHdr.parse(data, hsize)
         frame = data[hsize:]
+        self._tx_frame = frame
         if self.tx_tap is not None:
             self.tx_tap(hdr, frame)
         if not self._tx_features_ok(hdr, chain):
             return
+        if hdr.ecn and hdr.flags & NetHdrFlag.NEEDS_CSUM and hdr.csum_start + 14 <= len(frame) \
+                and not frame[hdr.csum_start + 13] & 0x80:  # TCP flags: CWR
+            self._violation("tx-ecn-without-cwr", spec.NET_TX_DRIVER,
+                            "the ECN gso bit on a packet without CWR (the bit says the "
+                            "first segment carries CWR)", action="allowed",
+                            queue=self._tx_index, descriptor=chain.head, packet=frame)
         if hdr.flags & _TX_IGNORED_FLAGS:
             self._violation("tx-hdr-flags", spec.NET_TX_DRIVER,
                             f"flags {hdr.flags:#x}: DATA_VALID / RSC_INFO are RX-only; "
@@ -672,7 +697,7 @@ class NetDevice:
             counters.drop(err.rule)
             core.monitor.record_error(
                 err, queue=self._tx_index, descriptor=chain.head,
-                action="refused" if err.stage == "reject" else "dropped",
+                action="refused" if err.stage == "reject" else "dropped", packet=frame,
             )
             return
         self._record_notes(result.notes, chain)
@@ -745,7 +770,7 @@ class NetDevice:
             if offload_rule(note.rule).violation:
                 self._violation(note.rule, note.reference, note.detail,
                                 action=note.action.value, queue=self._tx_index,
-                                descriptor=chain.head)
+                                descriptor=chain.head, packet=self._tx_frame)
 
     # receive, §5.1.6.4
     def receive(self, frame: bytes) -> bool:
@@ -783,8 +808,16 @@ class NetDevice:
         if not gso and not hdr.needs_csum:
             return self.receive(frame)
         on = self._guest_offloads
+        loose = self.profile.rx_offloads_from_offered
+        if loose:  # the profile's bug: what was offered, not what was accepted
+            if F.GUEST_CSUM not in on or (gso and not self._gso_allowed(hdr)):
+                self._violation("rx-offload-not-negotiated", spec.NET_RX_DEVICE,
+                                f"gso_type {hdr.gso_type:#x} / NEEDS_CSUM passed to a driver "
+                                "that did not accept them", action="passed",
+                                queue=self.RX_QUEUE, packet=frame, who=DEVICE)
+            on = self.config.features & RX_OFFLOADS
         if (self.profile.rx_pass_offloads and F.GUEST_CSUM in on
-                and hdr.needs_csum and (not gso or self._gso_allowed(hdr))):
+                and hdr.needs_csum and (not gso or loose or self._gso_allowed(hdr))):
             admitted = self._admit(frame, gso=gso)
             if admitted is None:
                 return False
@@ -977,15 +1010,26 @@ class NetDevice:
             hdr = hdr.with_(num_buffers=len(chains), hash_value=value, hash_report=report)
         else:
             hdr = hdr.with_(num_buffers=len(chains))
+        profile = self.profile
+        if profile.rx_num_buffers_zero and not mergeable:
+            hdr = hdr.with_(num_buffers=0)
+            self._violation("rx-num-buffers-not-one", spec.NET_RX_DEVICE,
+                            "num_buffers left 0 without MRG_RXBUF (must be 1)",
+                            action="sent", queue=q.index, who=DEVICE)
+        extra = profile.rx_used_len_extra
         data = memoryview(hdr.emit(hsize) + frame)
         pos = 0
         for chain in chains:
             n = min(chain.writable_len, need - pos)
             chain.write(memory, data[pos:pos + n])
-            q.push_used(memory, chain.head, n)
+            q.push_used(memory, chain.head, n + extra if pos + n == need else n)
             pos += n
             counters.rx_chains += 1
             counters.rx_descriptors += chain.descriptors
+        if extra:
+            self._violation("rx-used-len-beyond-written", spec.USED_RING_DEVICE,
+                            f"used.len {extra} bytes more than the device wrote",
+                            action="sent", queue=q.index, who=DEVICE)
         counters.rx_frames += 1
         counters.rx_bytes += len(frame)
         pair = q.index // 2

@@ -16,18 +16,45 @@ from emulator.profiles import (
     Profile,
     SeedPolicy,
     get_profile,
+    register_profile,
 )
 from virtio.errors import DeviceProtocolError, NetHeaderError
 from virtio.spec import Section
 
 
-def test_the_three_profiles() -> None:
-    assert set(PROFILES) == {"strict", "linux", "qemu"}
+def test_the_profiles() -> None:
+    assert set(PROFILES) == {"strict", "linux", "qemu", "firecracker", "firecracker-legacy"}
     assert get_profile("linux") is LINUX
     assert (STRICT.seed, LINUX.seed, QEMU.seed) == (
         SeedPolicy.RECOMPUTE, SeedPolicy.ADJUST, SeedPolicy.RECOMPUTE)
     assert (STRICT.big_packets, LINUX.big_packets, QEMU.big_packets) == (False, True, False)
     assert (STRICT.engine, LINUX.engine, QEMU.engine) == (Engine.SPEC, Engine.LINUX, Engine.QEMU)
+
+
+def test_firecracker_profiles() -> None:
+    """Firecracker passes the guest's header to its tap (the linux actions), offers a
+    fixed set without a control queue; before 2024 no MRG_RXBUF, num_buffers 0 and
+    receive offloads from the offered features."""
+    fc, old = get_profile("firecracker"), get_profile("firecracker-legacy")
+    assert fc.actions == LINUX.actions and fc.seed is SeedPolicy.ADJUST
+    assert fc.offered is not None and old.offered is not None
+    assert fc.offered.names() == [
+        "CSUM", "GUEST_CSUM", "MTU", "MAC", "GUEST_TSO4", "GUEST_TSO6", "HOST_TSO4",
+        "HOST_TSO6", "HOST_UFO", "MRG_RXBUF", "EVENT_IDX", "VERSION_1"]
+    assert set(fc.offered.names()) - set(old.offered.names()) == {"MRG_RXBUF"}
+    assert (fc.rx_num_buffers_zero, fc.rx_offloads_from_offered) == (False, False)
+    assert (old.rx_num_buffers_zero, old.rx_offloads_from_offered) == (True, True)
+    assert any("#3905" in s for s in old.sources)
+    assert STRICT.offered is None and LINUX.offered is None and QEMU.offered is None
+
+
+def test_profile_objects_and_registration() -> None:
+    mine = STRICT.derive("strict-overreport", rx_used_len_extra=12)
+    assert get_profile(mine) is mine
+    with pytest.raises(ValueError, match="unknown device profile"):
+        get_profile("strict-overreport")
+    with pytest.raises(ValueError, match="exists already"):
+        register_profile(STRICT.derive("linux"))
 
 
 def test_unknown_profile_lists_the_names() -> None:
