@@ -41,7 +41,7 @@ from emulator.offload import (
 from emulator.offload.rules import rule as offload_rule
 from emulator.profiles import STRICT, Action, Profile, get_profile
 from emulator.virtqueue import Chain, ChainError, DeviceQueue
-from stack.wire.ethernet import HEADER_LEN, VLAN_TAG_LEN, EthernetHeader
+from stack.wire.ethernet import HEADER_LEN, VLAN_TAG_LEN, link_header_len
 from virtio import spec
 from virtio.constants import (
     MAX_QUEUE_SIZE,
@@ -53,7 +53,7 @@ from virtio.constants import (
     NetStatus,
 )
 from virtio.ctrl import CTRL_HDR_SIZE, Ack, CtrlClass, MqCmd
-from virtio.errors import DeviceProtocolError, GuestMemoryError, RingError, WireError
+from virtio.errors import DeviceProtocolError, GuestMemoryError, RingError
 from virtio.features import FeatureSet, Level, Violation, net_hdr_size
 from virtio.layouts import NET_CONFIG
 from virtio.memory import GuestMemory
@@ -69,8 +69,10 @@ IMPLEMENTED = FeatureSet.of(
     F.RSC_EXT, F.MRG_RXBUF,
     F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.CTRL_MAC_ADDR, F.GUEST_ANNOUNCE,
     F.CTRL_GUEST_OFFLOADS, F.MQ, F.RSS, F.HASH_REPORT, F.NOTF_COAL, F.VQ_NOTF_COAL,
+    F.GUEST_HDRLEN,
 )
-"""What this device can do (§5.1.3): transmit checksum offload and segmentation; on
+"""What this device can do (§5.1.3): transmit checksum offload and segmentation (with
+GUEST_HDRLEN holding the driver to an exact hdr_len); on
 receive, checksum verification (DATA_VALID), TCP and UDP coalescing into big or
 mergeable buffers with RSC_EXT information; the control virtqueue with receive filtering,
 MAC and VLAN tables, announcements, guest offload switching and notification coalescing;
@@ -169,15 +171,6 @@ class NetDeviceConfig:
         return IMPLEMENTED if offered is None else offered
 
 
-def _link_header_len(frame: bytes) -> int:
-    """Ethernet header length, 802.1Q tag included ("low level ethernet header length",
-    §5.1.4.1)."""
-    try:
-        return EthernetHeader.parse(frame).length
-    except WireError:
-        return HEADER_LEN
-
-
 class NetDevice:
     """A :class:`~emulator.core.DeviceFunction` for the network device (§5.1)."""
 
@@ -216,6 +209,8 @@ class NetDevice:
         self.mac = self.config.mac
         self.announce_pending = False
         self._guest_offloads = FeatureSet()
+        self._rx_mtu_limit = False
+        """MTU negotiated: received frames are limited by the configured MTU (§5.1.4.1)."""
         self._notify = NotifyCoalescer(self._later, self._deferred_notify)
         self._tx_index = self.TX_QUEUE
         """The transmit queue being processed (for monitor records)."""
@@ -273,6 +268,7 @@ class NetDevice:
         self._rx_kick_wanted = [False] * pairs
         self._rx_waiting = [False] * pairs
         self._guest_offloads = neg & RX_OFFLOADS
+        self._rx_mtu_limit = F.MTU in neg
         self._build_gro()
         self.steering.reset()
         self._notify.reset()
@@ -334,6 +330,7 @@ class NetDevice:
         self._rx_kick_wanted = [False] * pairs
         self._rx_waiting = [False] * pairs
         self._gro = [None] * pairs
+        self._rx_mtu_limit = False
         self.control = None
         self.steering.reset()
         self._notify.reset()
@@ -464,7 +461,7 @@ class NetDevice:
         MTU (§5.1.4.1). Without MTU negotiated the device still has its own limit:
         mtu plus the Ethernet header and one VLAN tag."""
         if F.MTU in self.negotiated:
-            return self.config.mtu + _link_header_len(frame), True
+            return self.config.mtu + link_header_len(frame), True
         return self.config.mtu + HEADER_LEN + VLAN_TAG_LEN, False
 
     # control virtqueue, §5.1.6.5
@@ -732,7 +729,7 @@ class NetDevice:
         if hdr.ecn and F.HOST_ECN not in negotiated:
             problems.append(("tx-ecn-not-negotiated",
                              "the ECN gso bit but HOST_ECN was not negotiated"))
-        if hdr.flags & NetHdrFlag.NEEDS_CSUM and F.CSUM not in negotiated:
+        if hdr.needs_csum and F.CSUM not in negotiated:
             problems.append(("tx-csum-not-negotiated",
                              "NEEDS_CSUM set but CSUM was not negotiated"))
         for rule, detail in problems:
@@ -854,9 +851,9 @@ class NetDevice:
             counters.drop("rx-runt")
             return None
         if gso:
-            limit = 0xFFFF + _link_header_len(frame)
-        elif F.MTU in self.negotiated:
-            limit = self.config.mtu + _link_header_len(frame)  # §5.1.4.1
+            limit = 0xFFFF + link_header_len(frame)
+        elif self._rx_mtu_limit:
+            limit = self.config.mtu + link_header_len(frame)  # §5.1.4.1
         else:  # §5.1.6.3.1: such a driver posts 1526-byte buffers (1514 + a tag)
             limit = min(self.config.mtu, DEFAULT_MTU) + HEADER_LEN + VLAN_TAG_LEN
         if len(frame) > limit:

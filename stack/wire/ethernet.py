@@ -45,6 +45,9 @@ def parse_mac(text: str) -> bytes:
     return out
 
 
+_VLAN_HI, _VLAN_LO = int(EtherType.VLAN).to_bytes(2, "big")
+
+
 @dataclass(frozen=True, slots=True)
 class EthernetHeader:
     dst: bytes
@@ -77,6 +80,15 @@ class EthernetHeader:
         return _HEADER.pack(self.dst, self.src, EtherType.VLAN) + _TAG.pack(
             self.vlan_tci, self.ethertype
         )
+
+
+def link_header_len(frame: bytes | bytearray | memoryview) -> int:
+    """The Ethernet header's length, its 802.1Q tag included: what
+    ``EthernetHeader.parse(frame).length`` says, without building the header (a frame
+    too short for its header or truncated inside its tag counts as untagged)."""
+    if len(frame) >= HEADER_LEN + VLAN_TAG_LEN and frame[12] == _VLAN_HI and frame[13] == _VLAN_LO:
+        return HEADER_LEN + VLAN_TAG_LEN
+    return HEADER_LEN
 
 
 def build_frame(dst: bytes, src: bytes, ethertype: int, payload: bytes) -> bytes:

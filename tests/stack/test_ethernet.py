@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stack.wire.ethernet import (
     BROADCAST,
+    HEADER_LEN,
     EthernetHeader,
     EtherType,
     build_frame,
     format_mac,
+    link_header_len,
     parse_mac,
 )
 from virtio.errors import WireError
@@ -47,3 +51,22 @@ def test_mac_text() -> None:
             parse_mac(bad)
     with pytest.raises(ValueError):
         EthernetHeader(b"\0", A, 0).emit()
+
+
+@given(st.binary(max_size=40), st.sampled_from([b"", b"\x81\x00", b"\x08\x00", b"\x88\xa8"]))
+def test_link_header_len_agrees_with_the_parser(data: bytes, tpid: bytes) -> None:
+    """The device's fast length check says what parsing the header says (§5.1.4.1's
+    "low level ethernet header length"), for tagged, untagged and truncated frames."""
+    frame = (data[:12] + tpid + data[12:]) if tpid else data
+    try:
+        expected = EthernetHeader.parse(frame).length
+    except WireError:
+        expected = HEADER_LEN
+    assert link_header_len(frame) == expected
+
+
+def test_link_header_len_of_a_tagged_frame() -> None:
+    tagged = bytes(12) + b"\x81\x00" + b"\x00\x05" + b"\x08\x00" + bytes(20)
+    assert link_header_len(tagged) == 18
+    assert link_header_len(tagged[:17]) == 14  # truncated inside its tag
+    assert link_header_len(bytes(12) + b"\x08\x00" + bytes(20)) == 14
