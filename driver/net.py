@@ -25,6 +25,8 @@ from driver.bus import RegisterBus
 from driver.control import BUFFER_SIZE as CTRL_BUFFER_SIZE
 from driver.control import ControlChannel
 from driver.counters import DriverCounters
+from driver.quirk_queue import make_queue
+from driver.quirks import check_quirks, negotiation_quirks, tx_quirks
 from driver.rx import RX_GSO_FEATURES, RxPath, check_rx_header
 from driver.transport import MmioDriverTransport
 from driver.tx import TxPath
@@ -186,8 +188,11 @@ class DriverConfig:
     """Key for RSS_CONFIG / HASH_CONFIG (cut to the device's rss_max_key_size)."""
     rss_hash_types: HashType = ALL_HASH_TYPES
     """Hash types to enable (intersected with the device's supported_hash_types)."""
+    quirks: frozenset[str] = frozenset()
+    """Named misbehaviours to reproduce (driver/quirks.py); empty for a correct driver."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "quirks", check_quirks(self.quirks))
         q = self.queue_size
         if not 1 <= q <= MAX_QUEUE_SIZE or q & (q - 1):
             raise ValueError(f"queue_size {q} is not a power of two in 1..{MAX_QUEUE_SIZE}")
@@ -254,6 +259,7 @@ class VirtioNetDriver:
         self._received: list[RxFrame] = []
         self._reaping = False
         self._reap_again = False
+        self._quirks = config.quirks
 
     @property
     def rx_queue(self) -> DriverQueue:
@@ -314,10 +320,15 @@ class VirtioNetDriver:
                 f"{self.offered.names()}, wanted {self.config.wanted.names()} "
                 f"({spec.RESERVED_FEATURE_BITS_DEVICE}: a device MUST offer VERSION_1)"
             )
+        quirks = self._quirks
+        if quirks:
+            accepted = negotiation_quirks(accepted, self.offered, quirks)
         t.write_driver_features(accepted)
         self.negotiated = accepted
         t.set_status(Status.FEATURES_OK)
-        if not t.status() & Status.FEATURES_OK:
+        if "features-after-features-ok" in quirks:
+            t.write_driver_features(accepted)
+        if "no-features-ok-check" not in quirks and not t.status() & Status.FEATURES_OK:
             raise NegotiationFailed(
                 f"the device cleared FEATURES_OK: it refused {accepted.names()} "
                 f"(offered {self.offered.names()}) ({spec.DEVICE_INIT})"
@@ -340,16 +351,18 @@ class VirtioNetDriver:
             self._pools.append(addr)
             return addr
 
+        if "driver-ok-before-queues" in quirks:
+            t.set_status(Status.DRIVER_OK)
         for pair in range(pairs):  # §5.1.5: the queues are set up before DRIVER_OK
-            rx = DriverQueue(memory, 2 * pair, self._queue_size(2 * pair),
-                             event_idx=event_idx, indirect=indirect)
+            rx = make_queue(memory, 2 * pair, self._queue_size(2 * pair),
+                            event_idx=event_idx, indirect=indirect, quirks=quirks)
             t.setup_queue(rx)
             self.rx_paths.append(RxPath(
                 rx, alloc(rx.size * self.rx_buffer_size), self.rx_buffer_size,
                 header_size=self.header_size, negotiated=accepted, counters=self.counters,
-                errors=self.errors, memory=memory, notify=t.notify))
-            tx = DriverQueue(memory, 2 * pair + 1, self._queue_size(2 * pair + 1),
-                             event_idx=event_idx, indirect=indirect)
+                errors=self.errors, memory=memory, notify=t.notify, quirks=quirks))
+            tx = make_queue(memory, 2 * pair + 1, self._queue_size(2 * pair + 1),
+                            event_idx=event_idx, indirect=indirect, quirks=quirks)
             t.setup_queue(tx)
             self.tx_paths.append(TxPath(
                 tx, alloc(tx.size * self.tx_buffer_size), self.tx_buffer_size, memory,
@@ -446,7 +459,8 @@ class VirtioNetDriver:
                     f"{self.header_size}-byte header"
                 )
             return size
-        if self.negotiated & BIG_RX_FEATURES and F.MRG_RXBUF not in self.negotiated:
+        if self.negotiated & BIG_RX_FEATURES and F.MRG_RXBUF not in self.negotiated \
+                and "rx-small-buffers" not in self._quirks:
             return self.header_size + BIG_PACKET
         return self.header_size + max(self.mtu, DEFAULT_MTU) + LINK_OVERHEAD
 
@@ -497,7 +511,8 @@ class VirtioNetDriver:
     def _command(self, cls: int, cmd: int, data: bytes = b"") -> bool:
         """A command the negotiated features allow (``ValueError`` otherwise: the driver
         does not send what it did not negotiate, §5.1.6.5)."""
-        if not command_allowed(cls, cmd, self.negotiated):
+        if not command_allowed(cls, cmd, self.negotiated) \
+                and "use-not-negotiated" not in self._quirks:
             raise ValueError(
                 f"{command_name(cls, cmd)} needs a feature that was not negotiated "
                 f"(negotiated: {self.negotiated.names()})"
@@ -649,7 +664,10 @@ class VirtioNetDriver:
         packet, or when the device is broken."""
         if not self.tx_paths:
             raise ValueError("transmit before probe()")
-        hdr = PLAIN if meta is None else build_tx_header(frame, meta, self.negotiated)
+        quirks = self._quirks
+        allowed = self.negotiated | self.offered if "use-not-negotiated" in quirks \
+            else self.negotiated
+        hdr = PLAIN if meta is None else build_tx_header(frame, meta, allowed)
         limit = MAX_GSO_FRAME if hdr.gso_type else self.max_frame
         if not 0 < len(frame) <= limit:
             raise ValueError(
@@ -675,7 +693,11 @@ class VirtioNetDriver:
         if not path.has_room(1 if use_indirect or not separate else 2):
             self.counters.tx_ring_full += 1
             return False
-        header = self._tx_header if hdr is PLAIN else hdr.emit(self.header_size)
+        if quirks:
+            hdr, frame, size = tx_quirks(hdr, frame, quirks, self.header_size)
+            header = hdr.emit(size)
+        else:
+            header = self._tx_header if hdr is PLAIN else hdr.emit(self.header_size)
         if not path.put(header, frame, separate=separate, indirect=use_indirect):
             return False
         counters = self.counters

@@ -35,6 +35,9 @@ RX_GSO_FEATURES: dict[int, tuple[FeatureBit, ...]] = {
     GsoType.UDP_L4: (F.GUEST_USO4, F.GUEST_USO6),
 }
 """Which feature allows the device to send each gso_type (§5.1.6.4.1)."""
+RX_QUIRKS = frozenset({"rx-len-from-descriptor", "ignore-num-buffers",
+                       "rx-needs-csum-as-verified"})
+"""The driver quirks (driver/quirks.py) the receive path implements."""
 _ETH_VLAN = 0x8100
 _ETH_IPV4, _ETH_IPV6 = 0x0800, 0x86DD
 
@@ -125,6 +128,7 @@ class RxPath:
         errors: list[DriverProtocolError],
         memory: GuestMemory,
         notify: Callable[[int], None],
+        quirks: frozenset[str] = frozenset(),
     ) -> None:
         self.queue = queue
         self.pool = pool
@@ -138,6 +142,7 @@ class RxPath:
         self.pair = queue.index // 2
         self.frames = 0
         """Frames delivered from this queue."""
+        self.quirks = quirks & RX_QUIRKS
 
     def fill(self) -> None:
         """Post every slot (§5.1.6.3: keep the receive queue full)."""
@@ -199,6 +204,9 @@ class RxPath:
         the extra buffers are appended to ``returned`` for refilling."""
         hs = self.header_size
         addr = self.pool + slot * self.buffer_size
+        quirks = self.quirks
+        if quirks and "rx-len-from-descriptor" in quirks:
+            length = self.buffer_size  # au-ts/sddf PR #506
         try:
             if length < hs:
                 raise DriverProtocolError(
@@ -207,6 +215,8 @@ class RxPath:
                     rule="rx-shorter-than-header", section=spec.NET_RX,
                 )
             hdr = NetHdr.parse(self.memory.read(addr, hs), hs)
+            if quirks and "ignore-num-buffers" in quirks:
+                hdr = hdr.with_(num_buffers=1)
             check_rx_header(hdr, self.negotiated)
             data = self.memory.read(addr + hs, length - hs)
             if hdr.num_buffers > 1:
@@ -219,6 +229,9 @@ class RxPath:
             self.counters.drop("rx-empty-frame")
             return
         partial = hdr.needs_csum
+        verified = hdr.data_valid
+        if quirks and "rx-needs-csum-as-verified" in quirks:
+            verified, partial = verified or partial, False  # FreeBSD vtnet before 3008f30d
         rsc = bool(hdr.flags & NetHdrFlag.RSC_INFO)
         start: int | None = hdr.csum_start if partial else None
         offset: int | None = hdr.csum_offset if partial else None
@@ -229,7 +242,7 @@ class RxPath:
         hashed = F.HASH_REPORT in self.negotiated
         out.append(RxFrame(
             data=data,
-            csum_verified=hdr.data_valid,
+            csum_verified=verified,
             csum_partial=partial,
             csum_start=start,
             csum_offset=offset,

@@ -138,7 +138,8 @@ def test_default_config_offers_what_is_implemented() -> None:
                              F.GUEST_ECN, F.GUEST_USO4, F.GUEST_USO6, F.RSC_EXT, F.MRG_RXBUF,
                              F.CTRL_VQ, F.CTRL_RX, F.CTRL_RX_EXTRA, F.CTRL_VLAN,
                              F.CTRL_MAC_ADDR, F.GUEST_ANNOUNCE, F.CTRL_GUEST_OFFLOADS, F.MQ,
-                             F.RSS, F.HASH_REPORT, F.NOTF_COAL, F.VQ_NOTF_COAL)
+                             F.RSS, F.HASH_REPORT, F.NOTF_COAL, F.VQ_NOTF_COAL,
+                             F.GUEST_HDRLEN)
     assert expected == IMPLEMENTED
     net = NetDevice()
     assert net.offered_features() == IMPLEMENTED

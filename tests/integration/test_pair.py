@@ -59,12 +59,12 @@ def test_bring_up_negotiates_through_the_registers() -> None:
     pair = pair_with()
     # the driver asks for everything the device implements but UFO (as Linux, which
     # stopped accepting HOST_UFO), the receive offloads, mergeable buffers, RSC_EXT,
-    # CTRL_RX_EXTRA, CTRL_VLAN, RSS, HASH_REPORT and VQ_NOTF_COAL (a driver opts in with
-    # DriverConfig.wanted)
+    # CTRL_RX_EXTRA, CTRL_VLAN, RSS, HASH_REPORT, VQ_NOTF_COAL and GUEST_HDRLEN (a driver
+    # opts in with DriverConfig.wanted)
     expected = IMPLEMENTED.without(
         F.HOST_UFO, F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.GUEST_USO4,
         F.GUEST_USO6, F.MRG_RXBUF, F.RSC_EXT, F.CTRL_RX_EXTRA, F.CTRL_VLAN, F.RSS,
-        F.HASH_REPORT, F.VQ_NOTF_COAL)
+        F.HASH_REPORT, F.VQ_NOTF_COAL, F.GUEST_HDRLEN)
     for host in (pair.a, pair.b):
         assert host.driver.negotiated == expected
         assert host.core.driver_features == expected
