@@ -50,12 +50,15 @@ clamped to a page, so a stream of 64 KB coalesced packets drives them to 4 KiB."
 def stack_pair(mode: str = "tso", *, faults: FaultConfig | None = None, seed: int = 1,
                queue_pairs: int = 1, memory: int = 48 * MIB, profile: str = "strict",
                rate_bps: int = 10_000_000_000,
-               rx_buffer_size: int | None = RX_BUFFER_SIZE) -> Pair:
+               rx_buffer_size: int | None = RX_BUFFER_SIZE,
+               wanted: FeatureSet | None = None) -> Pair:
     """Host A (10.0.0.1, fd00::1) ↔ wire ↔ host B (10.0.0.2, fd00::2), stacks on top.
-    ``rx_buffer_size`` None: the driver's default (one MTU frame per mergeable buffer)."""
+    ``rx_buffer_size`` None: the driver's default (one MTU frame per mergeable buffer).
+    ``wanted``: what both drivers ask for, instead of ``mode``'s set."""
     if mode not in MODES:
         raise ValueError(f"unknown offload mode {mode!r}; known: {', '.join(MODES)}")
-    wanted = MODES[mode] | (FeatureSet.of(F.RSS) if queue_pairs > 1 else FeatureSet())
+    base = MODES[mode] if wanted is None else wanted
+    wanted = base | (FeatureSet.of(F.RSS) if queue_pairs > 1 else FeatureSet())
     drv = DriverConfig(wanted=wanted, queue_size=256, queue_pairs=queue_pairs,
                        rx_buffer_size=rx_buffer_size)
     dev = NetDeviceConfig(profile=profile, max_queue_pairs=queue_pairs)
