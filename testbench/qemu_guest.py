@@ -161,8 +161,8 @@ class QemuGuest:
     def lines(self) -> list[str]:
         """The console's ``VNB:`` lines, without the marker."""
         out = []
-        for line in self.text.splitlines():
-            line = line.strip("\r")
+        for raw in self.text.splitlines():
+            line = raw.strip("\r")
             pos = line.find(MARK)
             if pos >= 0:
                 out.append(line[pos + len(MARK):])

@@ -46,9 +46,11 @@ class VhostUserBench:
 
     def __init__(self, workdir: Path | None = None, *, offered: FeatureSet | None = None,
                  profile: str = "strict", host_mode: str = "tso") -> None:
-        self._tmp = tempfile.TemporaryDirectory(prefix="vnb-vhost-") if workdir is None else None
-        self.workdir = Path(self._tmp.name) if self._tmp is not None else workdir
-        assert self.workdir is not None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="vnb-vhost-")
+            workdir = Path(self._tmp.name)
+        self.workdir = workdir
         self.socket_path = str(self.workdir / "vhost.sock")
         self.loop = EventLoop()
         self.monitor = Monitor(self.loop.clock)
