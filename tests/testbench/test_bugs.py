@@ -1,0 +1,175 @@
+"""The bug catalogue (testbench/bugs): each entry's symptom appears with the bug and is
+gone with the fix, in exact figures; the ``vnetbench bugs`` command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testbench.bugs import CATALOGUE, get_bug
+from testbench.cli import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, main
+from tests.conftest import skip_unless
+
+EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, int]]] = {
+    # name: (figures with the bug, figures fixed, monitor rules with the bug)
+    "dpdk-tx-seed-lost": (
+        {"segments": 12, "bad_checksums": 12, "device_drops": {}},
+        {"segments": 12, "bad_checksums": 0, "device_drops": {}},
+        {"csum-seed-other": 4}),
+    "openvmm-lso-lengthless-seed": (
+        {"segments": 12, "bad_checksums": 12, "device_drops": {}},
+        {"segments": 12, "bad_checksums": 0, "device_drops": {}},
+        {"csum-seed-zero-length": 4}),
+    "linux-guest-hdrlen-headlen": (
+        {"refused": 4, "segments": 0, "records": 4},
+        {"refused": 0, "segments": 12, "records": 0},
+        {"hdr-len-inexact": 4}),
+    "virtio-spec-183-hash-report-tx-header": (
+        {"frames": 4, "wrong_on_wire": 4, "sent": 4},
+        {"frames": 4, "wrong_on_wire": 0, "sent": 4},
+        {}),
+    "freebsd-vtnet-needs-csum-as-valid": (
+        {"received": 5, "verified_but_bad": 5, "partial": 0},
+        {"received": 5, "verified_but_bad": 0, "partial": 5},
+        {}),
+    "sddf-rx-length-from-descriptor": (
+        {"received": 5, "wrong_length": 5, "lengths": [1518] * 5},
+        {"received": 5, "wrong_length": 0, "lengths": [154, 204, 254, 304, 354]},
+        {}),
+    "osv-small-rx-buffers-firecracker": (
+        {"dropped": 3, "received": 0, "rx_buffer_size": 1530},
+        {"dropped": 0, "received": 3, "rx_buffer_size": 65601},
+        {"rx-buffer-too-small": 3}),
+    "firecracker-guest-tso-nack": (
+        {"dropped": 3, "received": 0, "device_records": 3},
+        {"dropped": 0, "received": 42, "device_records": 0},
+        {"rx-offload-not-negotiated": 3, "rx-buffer-too-small": 3}),
+    "firecracker-num-buffers-zero": (
+        {"driver_drops": 5, "received": 0}, {"driver_drops": 0, "received": 5},
+        {"rx-num-buffers-not-one": 5}),
+    "hermit-mlx5-num-buffers": (
+        {"driver_drops": 5, "received": 0}, {"driver_drops": 0, "received": 5},
+        {"rx-num-buffers-not-one": 5}),
+    "openvmm-used-len-overreport": (
+        {"driver_errors": ["used-len-too-large"], "broken": True, "received": 0},
+        {"driver_errors": [], "broken": False, "received": 5},
+        {"rx-used-len-beyond-written": 5}),
+    "snabb-mrg-rxbuf-overreport": (
+        {"wrong_length": 5, "received": 5}, {"wrong_length": 0, "received": 5},
+        {"rx-used-len-beyond-written": 5}),
+    "qemu-rx-stall-under-load": (
+        {"rx_no_buffer": 11, "buffers_posted": 4, "received": 4, "sent": 15},
+        {"rx_no_buffer": 0, "buffers_posted": 4, "received": 15, "sent": 15},
+        {}),
+    "qemu-cve-2016-5403-avail-idx": (
+        {"records": 1, "needs_reset": True, "sent": 0},
+        {"records": 0, "needs_reset": False, "sent": 3},
+        {"avail-idx-jump": 1}),
+    "rcore-version-1-not-accepted": (
+        {"probe_failed": True, "records": 1}, {"probe_failed": False, "records": 0},
+        {"feature-version-1-not-accepted": 1}),
+}
+
+
+FIXED_RULES = {
+    "hermit-mlx5-num-buffers": {"rx-num-buffers-not-one": 5},
+    "osv-small-rx-buffers-firecracker": {"rx-num-buffers-not-one": 3},
+}
+
+
+def test_the_catalogue_has_fifteen_cited_bugs() -> None:
+    assert len(CATALOGUE) >= 15
+    assert set(CATALOGUE) == set(EXPECTED)
+    for bug in CATALOGUE.values():
+        assert bug.citation.startswith(("https://", "http://")), bug.name
+        assert bug.title and bug.fix and bug.setup and bug.symptom and bug.fixed_setting
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_symptom_with_the_bug_gone_with_the_fix(name: str) -> None:
+    with_bug, fixed, rules = EXPECTED[name]
+    bug = get_bug(name)
+    broken = bug.run()
+    assert (broken.observed, broken.as_expected) == (True, True), broken.symptom
+    assert broken.figures == {**with_bug, "stalled": False}
+    assert broken.report["rules"] == rules
+    good = bug.run(fixed=True)
+    assert (good.observed, good.as_expected) == (False, True), good.symptom
+    assert good.figures == {**fixed, "stalled": False}
+    # where the fix is the driver's workaround, the device still breaks the rule
+    assert good.report["rules"] == FIXED_RULES.get(name, {})
+
+
+def test_unknown_bug_suggests_names() -> None:
+    with pytest.raises(ValueError, match="did you mean qemu-rx-stall-under-load"):
+        get_bug("qemu-stall")
+
+
+# the command
+def test_cli_list(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bugs", "list"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith(f"{len(CATALOGUE)} bugs")
+    assert "    cite     https://github.com/firecracker-microvm/firecracker/issues/3905" in out
+    assert main(["bugs", "list", "--json"]) == EXIT_OK
+    entries = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in entries] == list(CATALOGUE)
+
+
+def test_cli_run_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bugs", "run", "firecracker-num-buffers-zero"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith("firecracker-num-buffers-zero (with the bug): symptom reproduced")
+    assert "monitor: 5 violation(s):" in out
+    assert main(["bugs", "run", "firecracker-num-buffers-zero", "--fixed", "--json"]) == EXIT_OK
+    result = json.loads(capsys.readouterr().out)
+    assert (result["fixed"], result["observed"], result["as_expected"]) == (True, False, True)
+    assert result["figures"] == {"driver_drops": 0, "received": 5, "stalled": False}
+    assert result["monitor"] == {"violations": 0, "rules": {}, "records": []}
+
+
+def test_cli_exit_1_when_the_symptom_is_missing(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bug = get_bug("dpdk-tx-seed-lost")
+    no_symptom = replace(bug.run(fixed=True), fixed=False)  # as if the bug did not show
+    monkeypatch.setattr(type(bug), "run", lambda self, pcap=None, *, fixed=False: no_symptom)
+    assert main(["bugs", "run", "dpdk-tx-seed-lost"]) == EXIT_MISMATCH
+    assert "SYMPTOM NOT REPRODUCED" in capsys.readouterr().out
+
+
+def test_cli_unknown_name_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bugs", "run", "firecracker"]) == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vnetbench bugs: error: no bug named 'firecracker'")
+    assert "did you mean" in err and "\n" not in err
+
+
+def test_cli_unwritable_pcap_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bugs", "run", "dpdk-tx-seed-lost", "--pcap", "/nonexistent/x.pcapng"]) \
+        == EXIT_ERROR
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vnetbench bugs: error: ") and "\n" not in err
+
+
+def test_pcap_of_a_run_is_read_by_tshark(tmp_path: Path) -> None:
+    tshark = shutil.which("tshark")
+    skip_unless("tshark is not installed (apt-get install tshark)" if tshark is None else None)
+    assert tshark is not None
+    pcap = tmp_path / "seed.pcapng"
+    assert main(["bugs", "run", "dpdk-tx-seed-lost", "--pcap", str(pcap)]) == EXIT_OK
+    done = subprocess.run(
+        [tshark, "-r", str(pcap), "-o", "tcp.check_checksum:TRUE", "-T", "fields",
+         "-e", "frame.interface_name", "-e", "tcp.checksum.status"],
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split("\t") for line in done.stdout.splitlines()]
+    # 4 TSO packets as the driver handed them, 12 segments on the wire, all bad
+    assert sorted(r[0] for r in rows) == ["driver→device"] * 4 + ["wire"] * 12
+    assert [r[1] for r in rows if r[0] == "wire"] == ["0"] * 12  # 0: Bad
