@@ -90,8 +90,9 @@ _ALL = (
        "csum_offset of UDP (6) for TCP, of TCP (16) for UDP", "csum-offset-tcp",
        spec.NET_TX_DRIVER),
     _q("csum-start-wrong", TRANSMIT,
-       "csum_start at the IP header instead of the transport header",
-       "csum-start-below-ip-minimum", spec.NET_TX_DRIVER),
+       "csum_start counted from the IP header instead of the frame (14 bytes short)",
+       "csum-start-not-transport", spec.NET_TX_DRIVER,
+       "NetKVM PR #1487: ipHeaderOffset left 0 when Windows disables checksum offload"),
     _q("seed-length-zero", TRANSMIT,
        "pseudo-header seed with length 0 (the Windows/NDIS LSO convention)",
        "csum-seed-zero-length", spec.NET_TX_DRIVER,
@@ -143,6 +144,10 @@ _ALL = (
        "a received NEEDS_CSUM packet handed up as checksum-verified",
        "(partial checksums forwarded as good)", spec.NET_RX_DRIVER,
        "FreeBSD vtnet, fixed by commit 3008f30d2c2c (D51686, PR 165059)"),
+    _q("rx-needs-csum-as-plain", RECEIVE,
+       "a received NEEDS_CSUM packet handed up as a plain one: the partial checksum is "
+       "neither completed nor marked", "(the stack drops good packets as bad checksums)",
+       spec.NET_RX_DRIVER, "NetKVM issue #1630"),
     _q("rx-len-from-descriptor", RECEIVE,
        "the packet length taken from the descriptor, not from used.len",
        "(frames padded to the buffer size)", spec.USED_RING,
@@ -232,7 +237,7 @@ def tx_quirks(hdr: NetHdr, frame: bytes, quirks: frozenset[str],
         if "csum-offset-wrong" in quirks:
             hdr = hdr.with_(csum_offset=6 if hdr.csum_offset == 16 else 16)
         if "csum-start-wrong" in quirks:
-            hdr = hdr.with_(csum_start=14)
+            hdr = hdr.with_(csum_start=max(0, hdr.csum_start - 14))
     if gso and "hdr-len-wrong" in quirks:
         hdr = hdr.with_(hdr_len=len(frame))
     if "data-valid-on-tx" in quirks:

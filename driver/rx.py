@@ -36,7 +36,7 @@ RX_GSO_FEATURES: dict[int, tuple[FeatureBit, ...]] = {
 }
 """Which feature allows the device to send each gso_type (§5.1.6.4.1)."""
 RX_QUIRKS = frozenset({"rx-len-from-descriptor", "ignore-num-buffers",
-                       "rx-needs-csum-as-verified"})
+                       "rx-needs-csum-as-verified", "rx-needs-csum-as-plain"})
 """The driver quirks (driver/quirks.py) the receive path implements."""
 _ETH_VLAN = 0x8100
 _ETH_IPV4, _ETH_IPV6 = 0x0800, 0x86DD
@@ -230,8 +230,11 @@ class RxPath:
             return
         partial = hdr.needs_csum
         verified = hdr.data_valid
-        if quirks and "rx-needs-csum-as-verified" in quirks:
-            verified, partial = verified or partial, False  # FreeBSD vtnet before 3008f30d
+        if quirks and partial:
+            if "rx-needs-csum-as-verified" in quirks:  # FreeBSD vtnet before 3008f30d
+                verified, partial = True, False
+            elif "rx-needs-csum-as-plain" in quirks:  # NetKVM issue #1630
+                partial = False
         rsc = bool(hdr.flags & NetHdrFlag.RSC_INFO)
         start: int | None = hdr.csum_start if partial else None
         offset: int | None = hdr.csum_offset if partial else None

@@ -29,6 +29,24 @@ def _freebsd_needs_csum(pcap: Path | None, fixed: bool) -> BugResult:
                    "partial": sum(f.csum_partial for f in rig.got)})
 
 
+def _netkvm_unmarked(pcap: Path | None, fixed: bool) -> BugResult:
+    wanted = DEFAULT_WANTED | FeatureSet.of(F.GUEST_CSUM)
+    # the workaround of the issue, tx checksum offload off on the host tap, means the
+    # host completes checksums: the strict profile does that instead of passing them on
+    rig = make_rig(profile="strict" if fixed else "linux", wanted=wanted, pcap=pcap,
+                   quirks=frozenset({"rx-needs-csum-as-plain"}))
+    for i in range(FRAMES):
+        p = tcp_packet(300, mss=None, seq=i * 300)
+        rig.receive_offloaded(p.frame, p.hdr)
+    dropped = sum(not f.csum_verified and not f.csum_partial and not tcp4_checksum_ok(f.data)
+                  for f in rig.got)
+    return finish(rig, "netkvm-rx-partial-checksum-unmarked", fixed, dropped > 0,
+                  f"{dropped} of {len(rig.got)} frames handed up as plain with only the "
+                  "pseudo-header sum in the checksum field (the stack drops them)",
+                  {"received": len(rig.got), "bad_plain": dropped,
+                   "verified": sum(f.csum_verified for f in rig.got)})
+
+
 def _sddf_length(pcap: Path | None, fixed: bool) -> BugResult:
     rig = make_rig(pcap=pcap,
                    quirks=frozenset() if fixed else frozenset({"rx-len-from-descriptor"}))
@@ -60,6 +78,20 @@ def _osv_small_buffers(pcap: Path | None, fixed: bool) -> BugResult:
 
 
 BUGS = (
+    Bug(
+        "netkvm-rx-partial-checksum-unmarked",
+        "NetKVM: NEEDS_CSUM packets handed to tcpip.sys with the checksum unfinished",
+        "Windows NetKVM",
+        "https://github.com/virtio-win/kvm-guest-drivers-windows/issues/1630",
+        "NetKVM issue #1630 (closed); confirmed workaround: ethtool -K <tap> tx off",
+        "profile linux (partial checksums from local senders reach the guest); "
+        "GUEST_CSUM; quirk rx-needs-csum-as-plain; 5 TCP packets with NEEDS_CSUM",
+        "all 5 handed up as plain packets whose checksum field holds the pseudo-header "
+        "sum: the stack drops them (DHCP ACKs lost in the report)",
+        "the workaround: the host completes checksums (profile strict), 5 packets "
+        "verified",
+        _netkvm_unmarked,
+    ),
     Bug(
         "freebsd-vtnet-needs-csum-as-valid",
         "FreeBSD vtnet: received NEEDS_CSUM taken for a verified checksum",

@@ -66,6 +66,19 @@ def _hash_report_header(pcap: Path | None, fixed: bool) -> BugResult:
                   {"frames": PACKETS, "wrong_on_wire": wrong, "sent": len(rig.sink.sent)})
 
 
+def _netkvm_csum_start(pcap: Path | None, fixed: bool) -> BugResult:
+    rig = make_rig(profile="linux", pcap=pcap,
+                   quirks=frozenset() if fixed else frozenset({"csum-start-wrong"}))
+    for i in range(PACKETS):  # checksum offload only
+        rig.send(tcp_packet(300, mss=None, seq=i * 300))
+    drops = sum(rig.host.device.counters.drops.values())
+    bad = sum(not tcp4_checksum_ok(f) for f in rig.sink.sent)
+    return finish(rig, "netkvm-csum-start-without-ip-offset", fixed, bad + drops > 0,
+                  f"{bad} of {PACKETS} packets left with a wrong TCP checksum (summed from "
+                  f"byte 20 and written over the TCP destination port), {drops} dropped",
+                  {"sent": len(rig.sink.sent), "bad_checksums": bad, "dropped": drops})
+
+
 BUGS = (
     Bug(
         "dpdk-tx-seed-lost",
@@ -120,5 +133,21 @@ BUGS = (
         "frame bytes as hash fields); nothing the device can detect",
         "no quirk: a 20-byte TX header, frames exact on the wire",
         _hash_report_header,
+    ),
+    Bug(
+        "netkvm-csum-start-without-ip-offset",
+        "NetKVM: csum_start counted from the IP header when Windows disables offloads",
+        "Windows NetKVM",
+        "https://github.com/virtio-win/kvm-guest-drivers-windows/pull/1487",
+        "NetKVM PR #1487 (closed): fall back to in-driver checksums; ipHeaderOffset was "
+        "left 0 when no OID_OFFLOAD_ENCAPSULATION came",
+        "profile linux (the host tap completes the checksum where told); CSUM; quirk "
+        "csum-start-wrong "
+        "(csum_start = 20, the TCP offset from the IP header); 4 TCP packets with "
+        "checksum offload",
+        "all 4 leave with a wrong TCP checksum (the device sums from byte 20 and writes "
+        "the result over the TCP destination port); a receiver drops them",
+        "no quirk: csum_start 34, 4 packets sent with good checksums",
+        _netkvm_csum_start,
     ),
 )

@@ -24,7 +24,7 @@ def rig(*quirks: str, wanted: FeatureSet = DEFAULT_WANTED, profile: str = "stric
 
 
 def test_every_quirk_is_documented() -> None:
-    assert len(QUIRKS) == 30
+    assert len(QUIRKS) == 31
     for q in QUIRKS.values():
         assert q.family in FAMILIES and q.description and q.breaks and q.reference
     assert {q.family for q in QUIRKS.values()} == set(FAMILIES)
@@ -222,11 +222,14 @@ def test_ignore_num_buffers_splits_packets() -> None:
     assert bad.host.driver.counters.drops == {"rx-gso-type-unknown": 2}
 
 
-def test_rx_needs_csum_as_verified() -> None:
+@pytest.mark.parametrize(("quirk", "flags"), [
+    ("rx-needs-csum-as-verified", (False, True)), ("rx-needs-csum-as-plain", (False, False)),
+])
+def test_rx_needs_csum_mishandled(quirk: str, flags: tuple[bool, bool]) -> None:
     wanted = DEFAULT_WANTED | FeatureSet.of(F.GUEST_CSUM)
     good = rig(wanted=wanted, profile="linux")
-    bad = rig("rx-needs-csum-as-verified", wanted=wanted, profile="linux")
+    bad = rig(quirk, wanted=wanted, profile="linux")
     for r in (good, bad):
         r.receive_offloaded(PLAIN.frame, PLAIN.hdr)
     assert (good.got[0].csum_partial, good.got[0].csum_verified) == (True, False)
-    assert (bad.got[0].csum_partial, bad.got[0].csum_verified) == (False, True)
+    assert (bad.got[0].csum_partial, bad.got[0].csum_verified) == flags

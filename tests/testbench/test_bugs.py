@@ -34,6 +34,12 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, int]]] = {
         {"frames": 4, "wrong_on_wire": 4, "sent": 4},
         {"frames": 4, "wrong_on_wire": 0, "sent": 4},
         {}),
+    "netkvm-csum-start-without-ip-offset": (
+        {"sent": 4, "bad_checksums": 4, "dropped": 0},
+        {"sent": 4, "bad_checksums": 0, "dropped": 0}, {}),
+    "netkvm-rx-partial-checksum-unmarked": (
+        {"received": 5, "bad_plain": 5, "verified": 0},
+        {"received": 5, "bad_plain": 0, "verified": 5}, {}),
     "freebsd-vtnet-needs-csum-as-valid": (
         {"received": 5, "verified_but_bad": 5, "partial": 0},
         {"received": 5, "verified_but_bad": 0, "partial": 5},
