@@ -82,6 +82,22 @@ def _rcore_version_1(pcap: Path | None, fixed: bool) -> BugResult:
                   {"probe_failed": bool(error), "records": records})
 
 
+def _linux_validate(pcap: Path | None, fixed: bool) -> BugResult:
+    rig = make_rig(pcap=pcap, start=False,
+                   quirks=frozenset() if fixed else frozenset({"accept-without-dependency"}))
+    failed = False
+    try:
+        rig.host.start()
+    except NegotiationFailed:
+        failed = True
+    records = rig.host.monitor.count("feature-dependency")
+    return finish(rig, "linux-validate-features-at-probe", fixed, failed,
+                  f"probe {'failed: FEATURES_OK refused' if failed else 'succeeded'}; "
+                  f"{records} feature-dependency record(s)",
+                  {"probe_failed": failed, "records": records,
+                   "negotiated": rig.host.driver.negotiated.names() if not failed else []})
+
+
 BUGS = (
     Bug(
         "qemu-rx-stall-under-load",
@@ -119,5 +135,19 @@ BUGS = (
         "probe fails (a COQOS hypervisor failed the same way)",
         "no quirk: VERSION_1 accepted, probe succeeds",
         _rcore_version_1,
+    ),
+    Bug(
+        "linux-validate-features-at-probe",
+        "Linux virtio_net accepted features without their dependencies",
+        "Linux virtio_net",
+        "https://lore.kernel.org/patchwork/patch/519074/",
+        "patch 'virtio-net: validate features during probe' (Jason Wang, v2, Nov 2014): "
+        "fail the probe when a dependency is missing",
+        "profile strict; quirk accept-without-dependency (GUEST_TSO4 accepted without "
+        "GUEST_CSUM; the report's case was CTRL_RX and friends without CTRL_VQ, which "
+        "hit BUG())",
+        "the device refuses FEATURES_OK (record feature-dependency) and the probe fails",
+        "no quirk: the driver closes its set under the dependency rules, probe succeeds",
+        _linux_validate,
     ),
 )

@@ -16,6 +16,10 @@ from testbench.bugs import CATALOGUE, get_bug
 from testbench.cli import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, main
 from tests.conftest import skip_unless
 
+NEGOTIATED = [
+    "CSUM", "CTRL_GUEST_OFFLOADS", "MTU", "MAC", "HOST_TSO4", "HOST_TSO6", "HOST_ECN",
+    "STATUS", "CTRL_VQ", "CTRL_RX", "GUEST_ANNOUNCE", "MQ", "CTRL_MAC_ADDR",
+    "INDIRECT_DESC", "EVENT_IDX", "VERSION_1", "NOTF_COAL", "HOST_USO"]
 EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, int]]] = {
     # name: (figures with the bug, figures fixed, monitor rules with the bug)
     "dpdk-tx-seed-lost": (
@@ -77,6 +81,10 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, int]]] = {
         {"records": 1, "needs_reset": True, "sent": 0},
         {"records": 0, "needs_reset": False, "sent": 3},
         {"avail-idx-jump": 1}),
+    "linux-validate-features-at-probe": (
+        {"probe_failed": True, "records": 1, "negotiated": []},
+        {"probe_failed": False, "records": 0, "negotiated": NEGOTIATED},
+        {"feature-dependency": 1}),
     "rcore-version-1-not-accepted": (
         {"probe_failed": True, "records": 1}, {"probe_failed": False, "records": 0},
         {"feature-version-1-not-accepted": 1}),
