@@ -998,7 +998,7 @@ class NetDevice:
                             f"receive buffer of {chains[0].writable_len} bytes cannot hold "
                             f"a {len(frame)}-byte frame and its {hsize}-byte header",
                             action="dropped", queue=q.index,
-                            descriptor=chains[0].head)
+                            descriptor=chains[0].head, packet=frame)
             return False
         # §5.1.6.4.1: num_buffers is 1 without MRG_RXBUF (the 10-byte legacy header has
         # none); flags and gso fields as the coalescer decided (all 0 without offloads).
