@@ -1,0 +1,163 @@
+"""``vnetbench matrix``: the cells, one run with one job and with two (same CSV but for
+the wall-clock columns), the summary table and the heatmaps."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from testbench.cli import EXIT_ERROR, EXIT_OK, main
+from testbench.commands import matrix as matrix_command
+from testbench.feature_spec import SpecError
+from testbench.matrix.cells import FAMILIES, base_set, build_cells, families, subsets
+from testbench.matrix.runner import COLUMNS, WALL_COLUMNS
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_valid_subsets_only() -> None:
+    labels = [c.label for c in subsets(["CSUM", "HOST_TSO4", "GUEST_TSO4", "MRG_RXBUF"])]
+    # GUEST_TSO4 needs GUEST_CSUM, HOST_TSO4 needs CSUM (§5.1.3.1)
+    assert labels == ["-", "CSUM", "MRG_RXBUF", "CSUM+HOST_TSO4", "CSUM+MRG_RXBUF",
+                      "CSUM+HOST_TSO4+MRG_RXBUF"]
+    tso = subsets(["HOST_TSO4", "HOST_TSO6", "GUEST_TSO4", "GUEST_TSO6"], base_set("csum"))
+    assert len(tso) == 16
+
+
+def test_sixty_four_cells_from_families() -> None:
+    cells = build_cells(families(["all"]), ["bulk4", "bulk6"],
+                        ["strict", "linux", "qemu", "firecracker"], size=1 << 20, seed=3)
+    assert len(cells) == 64 == len(FAMILIES) * 8
+    assert [(c.features, c.workload, c.profile) for c in cells[:3]] == [
+        ("none", "bulk4", "strict"), ("none", "bulk4", "linux"), ("none", "bulk4", "qemu")]
+    assert len({c.cell_seed for c in cells}) == 64
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: families(["tso", "turbo"]),
+         "unknown feature family 'turbo'; known: all, none, csum, tso, tso-tx, gro, "
+         "tso-big, tso4, tso6"),
+        (lambda: subsets(["CSUM", "HOST_TS04"]),
+         "unknown feature 'HOST_TS04' (did you mean HOST_TSO4?)"),
+        (lambda: subsets([" "]),
+         "--subsets needs at least one feature"),
+        (lambda: build_cells(families(["tso"]), ["bulk5"], ["strict"], size=1, seed=1),
+         "unknown workload 'bulk5'; known: bulk4, bulk6, small, udp"),
+    ],
+)
+def test_bad_choices_say_what_is_wrong(build: object, message: str) -> None:
+    assert callable(build)
+    with pytest.raises((ValueError, SpecError)) as info:
+        build()
+    assert str(info.value) == message
+
+
+def _run(out: Path, jobs: int, capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:
+    code = main(["matrix", "--features", "none,tso", "--workloads", "bulk4,small",
+                 "--size", "256K", "--seed", "5", "--jobs", str(jobs), "--out", str(out)])
+    assert code == EXIT_OK
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1].startswith("[##############################] 4/4 cells")
+    assert "4 cells in " in captured.out and f"with {jobs} job(s); wrote {out}/matrix.csv" \
+        in captured.out
+    with (out / "matrix.csv").open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == COLUMNS
+        return list(reader)
+
+
+def test_small_matrix_one_and_two_jobs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    one = _run(tmp_path / "one", 1, capsys)
+    two = _run(tmp_path / "two", 2, capsys)
+    assert [(r["index"], r["features"], r["workload"], r["profile"]) for r in one] == [
+        ("0", "none", "bulk4", "strict"), ("1", "none", "small", "strict"),
+        ("2", "tso", "bulk4", "strict"), ("3", "tso", "small", "strict")]
+    for row in one:
+        assert (row["exact"], row["violations"], row["error"], row["seed"]) == ("True", "0", "", "5")
+        assert row["received"] == row["bytes"]
+    assert [r["bytes"] for r in one] == ["262144", "8192", "262144", "8192"]
+    assert one[0]["negotiated_offloads"] == "MRG_RXBUF"
+    assert one[2]["negotiated_offloads"] == (
+        "CSUM+GUEST_CSUM+GUEST_TSO4+GUEST_TSO6+GUEST_ECN+HOST_TSO4+HOST_TSO6+HOST_ECN+"
+        "MRG_RXBUF+HOST_USO")
+    # no offload: one frame per descriptor and nothing segmented or coalesced
+    assert one[0]["tx_gso_packets"] == one[0]["rx_coalesced"] == "0"
+    assert one[0]["device_segments"] == one[0]["tx_descriptors"]
+    # TSO: the device cuts packets, B's device coalesces, far fewer descriptors per MB
+    assert int(one[2]["tx_gso_packets"]) > 0 and int(one[2]["rx_coalesced"]) > 0
+    assert float(one[2]["descriptors_per_mb"]) * 3 < float(one[0]["descriptors_per_mb"])
+    # 128 datagrams of 64 bytes and A's ARP request, one notification each
+    assert one[1]["tx_notifications"] == "129"
+
+    def deterministic(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+        return [{k: v for k, v in r.items() if k not in WALL_COLUMNS} for r in rows]
+
+    assert deterministic(one) == deterministic(two)
+    md = (tmp_path / "one" / "matrix.md").read_text()
+    assert md == (tmp_path / "two" / "matrix.md").read_text()
+    assert md.startswith(
+        "# vnetbench matrix\n\n4 cells: 4 exact, 0 with violations, 0 errors. Size 262144 "
+        "bytes per bulk cell, seed 5, wire loss 0.0.\n\nDescriptors per MB (A's transmit + "
+        "B's receive):\n\n| features | bulk4/strict | small/strict |\n|---|---|---|\n"
+        f"| none | {float(one[0]['descriptors_per_mb']):g} | "
+        f"{float(one[1]['descriptors_per_mb']):g} |\n")
+    doc = json.loads((tmp_path / "one" / "matrix.json").read_text())
+    assert doc["meta"]["cells"] == 4 and doc["columns"] == list(COLUMNS)
+    assert [str(r["descriptors_per_mb"]) for r in doc["rows"]] == [
+        r["descriptors_per_mb"] for r in one]
+    for name in ("goodput.png", "descriptors_per_mb.png"):
+        assert (tmp_path / "one" / name).read_bytes()[:8] == PNG_MAGIC
+
+
+def test_without_matplotlib_plots_are_skipped_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def missing(out: Path, rows: object) -> list[Path]:
+        raise ImportError("No module named 'matplotlib'")
+
+    monkeypatch.setattr(matrix_command, "plot", missing)
+    assert main(["matrix", "--features", "tso", "--workloads", "bulk4", "--size", "64K",
+                 "--jobs", "1", "--quiet", "--out", str(tmp_path)]) == EXIT_OK
+    assert capsys.readouterr().err == (
+        "plots skipped: matplotlib is not installed (pip install 'vnetbench[plot]')\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["matrix.csv", "matrix.json",
+                                                          "matrix.md"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workloads", "bulk4,bogus"],
+         "unknown workload 'bogus'; known: bulk4, bulk6, small, udp"),
+        (["--base", "csum"], "--base goes with --subsets"),
+        (["--subsets", "CSUM,GUEST_TS04"], "unknown feature 'GUEST_TS04' (did you mean GUEST_TSO4?)"),
+        (["--profiles", "strict,strikt"], "unknown device profile 'strikt'; known profiles: "),
+    ],
+)
+def test_errors_are_one_line(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["matrix", "--out", str(tmp_path / "out"), *args]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert err.startswith(f"vnetbench matrix: error: {message}") and err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_sixty_four_bulk_cells_in_under_two_minutes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.perf_counter()
+    assert main(["matrix", "--features", "all", "--workloads", "bulk4,bulk6", "--profiles",
+                 "strict,linux,qemu,firecracker", "--size", "2M", "--quiet",
+                 "--out", str(tmp_path)]) == EXIT_OK
+    elapsed = time.perf_counter() - started
+    assert elapsed < 120, f"64 cells took {elapsed:.1f} s"
+    rows = list(csv.DictReader((tmp_path / "matrix.csv").open(newline="")))
+    assert len(rows) == 64 and all(r["exact"] == "True" and r["violations"] == "0" for r in rows)
+    assert "64 cells in " in capsys.readouterr().out
