@@ -28,8 +28,8 @@ def _fc_nack(pcap: Path | None, fixed: bool) -> BugResult:
         rig.receive_offloaded(big.frame, big.hdr)
     dropped = rig.host.device.counters.drops.get("rx-buffer-too-small", 0)
     return finish(rig, "firecracker-guest-tso-nack", fixed, dropped > 0,
-                  f"{dropped} of 3 64 KiB-class packets pushed at a driver that declined "
-                  f"GUEST_TSO; {len(rig.got)} frames received", {
+                  f"{dropped} of 3 coalesced 20 KB packets dropped, pushed at a driver "
+                  f"that declined GUEST_TSO; {len(rig.got)} frames received", {
                       "dropped": dropped, "received": len(rig.got),
                       "device_records": rig.host.monitor.count("rx-offload-not-negotiated")})
 
