@@ -665,8 +665,9 @@ class VirtioNetDriver:
         if not self.tx_paths:
             raise ValueError("transmit before probe()")
         quirks = self._quirks
-        allowed = self.negotiated | self.offered if "use-not-negotiated" in quirks \
-            else self.negotiated
+        allowed = self.negotiated
+        if quirks and "use-not-negotiated" in quirks:
+            allowed = allowed | self.offered
         hdr = PLAIN if meta is None else build_tx_header(frame, meta, allowed)
         limit = MAX_GSO_FRAME if hdr.gso_type else self.max_frame
         if not 0 < len(frame) <= limit:
