@@ -60,13 +60,23 @@ class Rig:
     got: list[RxFrame] = field(default_factory=list)
     stalled: bool = False
     """A run hit :data:`MAX_STEPS`."""
+    _errors_seen: int = 0
 
     def run(self) -> None:
-        """Run the loop until idle, at most :data:`MAX_STEPS` steps."""
+        """Run the loop until idle, at most :data:`MAX_STEPS` steps; what the driver
+        caught the device doing wrong goes to the monitor too (who="device")."""
         try:
             self.loop.run_until_idle(max_steps=MAX_STEPS)
         except LoopBoundExceeded:
             self.stalled = True
+        self.sync_driver_errors()
+
+    def sync_driver_errors(self) -> None:
+        """Record the driver's new :class:`~virtio.errors.DriverProtocolError` s."""
+        errors = self.host.driver.errors
+        for err in errors[self._errors_seen:]:
+            self.host.monitor.record_error(err, action="caught by the driver")
+        self._errors_seen = len(errors)
 
     def send(self, packet: OffloadPacket) -> bool:
         """The driver transmits ``packet.frame`` with the offloads its header asks for

@@ -60,16 +60,17 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, int]]] = {
         {"dropped": 3, "received": 0, "device_records": 3},
         {"dropped": 0, "received": 42, "device_records": 0},
         {"rx-offload-not-negotiated": 3, "rx-buffer-too-small": 3}),
+    # recorded by the device (it knows it breaks the rule) and caught by the driver
     "firecracker-num-buffers-zero": (
         {"driver_drops": 5, "received": 0}, {"driver_drops": 0, "received": 5},
-        {"rx-num-buffers-not-one": 5}),
+        {"rx-num-buffers-not-one": 10}),
     "hermit-mlx5-num-buffers": (
         {"driver_drops": 5, "received": 0}, {"driver_drops": 0, "received": 5},
-        {"rx-num-buffers-not-one": 5}),
+        {"rx-num-buffers-not-one": 10}),
     "openvmm-used-len-overreport": (
         {"driver_errors": ["used-len-too-large"], "broken": True, "received": 0},
         {"driver_errors": [], "broken": False, "received": 5},
-        {"rx-used-len-beyond-written": 5}),
+        {"rx-used-len-beyond-written": 5, "used-len-too-large": 1}),
     "snabb-mrg-rxbuf-overreport": (
         {"wrong_length": 5, "received": 5}, {"wrong_length": 0, "received": 5},
         {"rx-used-len-beyond-written": 5}),
@@ -140,7 +141,8 @@ def test_cli_run_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bugs", "run", "firecracker-num-buffers-zero"]) == EXIT_OK
     out = capsys.readouterr().out
     assert out.startswith("firecracker-num-buffers-zero (with the bug): symptom reproduced")
-    assert "monitor: 5 violation(s):" in out
+    assert "monitor: 10 violation(s):" in out
+    assert "device broke rx-num-buffers-not-one -> caught by the driver: num_buffers 0" in out
     assert main(["bugs", "run", "firecracker-num-buffers-zero", "--fixed", "--json"]) == EXIT_OK
     result = json.loads(capsys.readouterr().out)
     assert (result["fixed"], result["observed"], result["as_expected"]) == (True, False, True)
