@@ -17,6 +17,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from types import TracebackType
 
@@ -45,7 +46,8 @@ class VhostUserBench:
     """Our device on a vhost-user socket, wired to an emulated host with our stack."""
 
     def __init__(self, workdir: Path | None = None, *, offered: FeatureSet | None = None,
-                 profile: str = "strict", host_mode: str = "tso") -> None:
+                 profile: str = "strict", host_mode: str = "tso",
+                 device: NetDeviceConfig | None = None) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="vnb-vhost-")
@@ -56,7 +58,9 @@ class VhostUserBench:
         self.monitor = Monitor(self.loop.clock)
         self.wire = Wire(self.loop.clock)
         self.loop.add_source(self.wire)
-        self.config = vhost_net_config(NetDeviceConfig(profile=profile), offered)
+        base = replace(device, profile=profile) if device is not None else NetDeviceConfig(
+            profile=profile)
+        self.config = vhost_net_config(base, offered)
         self.vhost = VhostUserNet(self.config, self.wire.a, monitor=self.monitor,
                                   call_later=self.loop.call_later)
         self.server = VhostUserServer(self.socket_path, self.vhost)

@@ -41,14 +41,16 @@ from virtio.memory import GuestMemory
 F = FeatureBit
 
 DELEGATED = FeatureSet.of(
-    F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC,
+    F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC, F.MTU,
     F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_UFO,
     F.GUEST_CSUM, F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_ECN, F.MRG_RXBUF,
 )
 """Features a vhost-user net backend decides and this device implements: the bits of
 QEMU's ``user_feature_bits`` (hw/net/vhost_net.c) that the guest sees only when the backend
 offers them. The others the guest sees (MAC, STATUS, CTRL_VQ and its commands) come
-from QEMU's own virtio-net device; MTU needs QEMU's ``host_mtu``, MQ several rings."""
+from QEMU's own virtio-net device. The guest sees MTU only when QEMU's ``host_mtu`` is
+set, and then with the value QEMU puts in its configuration space (a backend without the
+NET_MTU protocol feature never hears it); MQ needs several rings (not built)."""
 
 DEFAULT_OFFER = FeatureSet.of(
     F.VERSION_1, F.EVENT_IDX, F.INDIRECT_DESC,
