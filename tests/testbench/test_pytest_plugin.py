@@ -46,6 +46,12 @@ def test_marker_settings(vnet_driver, vnet_config):
                          indirect=True)
 def test_indirect(vnet_driver, vnet_config):
     assert vnet_config.profile in ("qemu", "strict")
+
+
+@pytest.mark.vnet(quirks="gso-without-needs-csum", accept="tso")
+def test_quirk(vnet_pair, vnet_monitor):
+    run_bulk(vnet_pair, 65536)
+    vnet_monitor.assert_violation("gso-without-needs-csum", who="driver", host="a")
 '''
 
 
@@ -57,7 +63,7 @@ def test_the_plugin_is_an_installed_pytest11_entry_point() -> None:
 def test_fixtures_work_with_no_configuration(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=7)
+    result.assert_outcomes(passed=8)
 
 
 FAILING = '''
