@@ -81,23 +81,34 @@ def kernel_command_line(config: GuestConfig) -> str:
     return line
 
 
+def vhost_user_flags(socket_path: str, memory_mib: int, mac: str = GUEST_MAC,
+                     device_options: tuple[str, ...] = ()) -> list[str]:
+    """The QEMU flags that give a guest a virtio-net-pci served by the vhost-user backend
+    on ``socket_path``: guest RAM (``-m`` of the same size) shared through a memfd, the
+    socket chardev, the netdev and the device (``vectors=0``, ``romfile=``)."""
+    mem = f"{memory_mib}M"
+    device = ",".join(["virtio-net-pci", "netdev=n0", "romfile=", "vectors=0",
+                       f"mac={mac}", *device_options])
+    return [
+        "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
+        "-numa", "node,memdev=mem",
+        "-chardev", f"socket,id=c0,path={socket_path}",
+        "-netdev", "vhost-user,id=n0,chardev=c0",
+        "-device", device,
+    ]
+
+
 def qemu_command(config: GuestConfig) -> list[str]:
     """The QEMU command line for ``config``."""
-    mem = f"{config.memory_mib}M"
-    device = ",".join(["virtio-net-pci", "netdev=n0", "romfile=", "vectors=0",
-                       f"mac={config.mac}", *config.device_options])
     return [
         qemu_binary() or QEMU,
         "-accel", "tcg", "-nodefaults", "-no-user-config", "-no-reboot",
         "-display", "none", "-monitor", "none", "-serial", "stdio",
-        "-m", mem, "-smp", "1",
-        "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
-        "-numa", "node,memdev=mem",
+        "-m", f"{config.memory_mib}M", "-smp", "1",
         "-kernel", str(config.kernel), "-initrd", str(config.initrd),
         "-append", kernel_command_line(config),
-        "-chardev", f"socket,id=c0,path={config.socket_path}",
-        "-netdev", "vhost-user,id=n0,chardev=c0",
-        "-device", device,
+        *vhost_user_flags(config.socket_path, config.memory_mib, config.mac,
+                          config.device_options),
         *config.extra_args,
     ]
 

@@ -47,30 +47,36 @@ class VhostUserBench:
 
     def __init__(self, workdir: Path | None = None, *, offered: FeatureSet | None = None,
                  profile: str = "strict", host_mode: str = "tso",
-                 device: NetDeviceConfig | None = None) -> None:
+                 device: NetDeviceConfig | None = None,
+                 socket_path: str | None = None, host_ip: str = HOST_IP) -> None:
+        base = replace(device, profile=profile) if device is not None else NetDeviceConfig(
+            profile=profile)
+        self.config = vhost_net_config(base, offered)  # ValueError before anything is made
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="vnb-vhost-")
             workdir = Path(self._tmp.name)
         self.workdir = workdir
-        self.socket_path = str(self.workdir / "vhost.sock")
+        self.socket_path = socket_path or str(self.workdir / "vhost.sock")
         self.loop = EventLoop()
         self.monitor = Monitor(self.loop.clock)
         self.wire = Wire(self.loop.clock)
         self.loop.add_source(self.wire)
-        base = replace(device, profile=profile) if device is not None else NetDeviceConfig(
-            profile=profile)
-        self.config = vhost_net_config(base, offered)
         self.vhost = VhostUserNet(self.config, self.wire.a, monitor=self.monitor,
                                   call_later=self.loop.call_later)
-        self.server = VhostUserServer(self.socket_path, self.vhost)
+        try:
+            self.server = VhostUserServer(self.socket_path, self.vhost)
+        except OSError:
+            if self._tmp is not None:
+                self._tmp.cleanup()
+            raise
         self.host = Host(self.loop, HostConfig(
             "host", HOST_MAC, 48 * MIB, NetDeviceConfig(),
             DriverConfig(wanted=MODES[host_mode], queue_size=256)))
         self.host.attach(self.wire.b)
         self.host.start()
         self.stack: Stack = self.host.add_stack(StackConfig(InterfaceConfig(
-            HOST_MAC, ipv4=f"{HOST_IP}/24")))
+            HOST_MAC, ipv4=f"{host_ip}/24")))
         self.guest: QemuGuest | None = None
         self.runner = RealTimeRunner(self.loop, self, max_wait_s=0.02)
 

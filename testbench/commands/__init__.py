@@ -8,5 +8,5 @@ name it in :data:`COMMANDS`.
 
 from __future__ import annotations
 
-COMMANDS: tuple[str, ...] = ("demo", "capture", "negotiate", "matrix", "bugs")
+COMMANDS: tuple[str, ...] = ("demo", "capture", "negotiate", "matrix", "bugs", "vhost_user")
 """Module names under ``testbench.commands``, in the order ``--help`` lists them."""
