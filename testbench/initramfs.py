@@ -18,6 +18,7 @@ The archive is written here (cpio "newc", gzip), so building it needs no root an
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import re
@@ -189,3 +190,23 @@ def build_initramfs(out: Path, kernel: GuestKernel | None = None,
     archive.file("init", init.encode(), 0o755)
     out.write_bytes(gzip.compress(archive.finish(), compresslevel=1, mtime=0))
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m testbench.initramfs OUT``: write the initramfs, print the kernel."""
+    parser = argparse.ArgumentParser(prog="python -m testbench.initramfs",
+                                     description="Build the vhost-user test guest's initramfs.")
+    parser.add_argument("out", type=Path, help="where to write it (gzip cpio)")
+    args = parser.parse_args(argv)
+    try:
+        kernel = find_kernel()
+        build_initramfs(args.out, kernel)
+    except (InitramfsError, OSError, subprocess.SubprocessError) as err:
+        print(f"initramfs: error: {err}")
+        return 3
+    print(f"initramfs {args.out} ({args.out.stat().st_size} bytes) for kernel {kernel.image}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -151,13 +151,19 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         start = time.monotonic()
         limit = args.duration if args.duration is not None else MAX_DURATION_S
-        sessions, starts = 0, 0
+        sessions, starts, live = 0, 0, False
         try:
             while time.monotonic() - start < limit:
                 bench.runner.step()
                 if bench.server.sessions != sessions:
                     sessions = bench.server.sessions
                     print(f"session {sessions}: QEMU connected", flush=True)
+                    live = True
+                if live and bench.server.session is None:
+                    live = False
+                    errors = bench.server.errors
+                    why = f" ({errors[-1].rule}: {errors[-1]})" if errors else ""
+                    print(f"session {sessions} ended{why}", flush=True)
                 if bench.vhost.starts != starts:
                     starts = bench.vhost.starts
                     print(f"device started: negotiated "
