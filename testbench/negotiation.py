@@ -19,6 +19,7 @@ from emulator.profiles import get_profile
 from testbench.feature_spec import parse_spec
 from testbench.host import Host, HostConfig
 from testbench.loop import EventLoop
+from testbench.tcp_bulk import MODES
 from virtio import spec
 from virtio.constants import FeatureBit, Status
 from virtio.errors import VirtioError
@@ -198,11 +199,13 @@ def _check_offer(offered: FeatureSet) -> None:
 
 def run_negotiation(offer: str = "default", accept: str = "default", *,
                     profile: str = "strict") -> NegotiationResult:
-    """Negotiate ``accept`` against ``offer`` (SPECs, :mod:`testbench.feature_spec`) with
+    """Negotiate ``accept`` against ``offer`` (SPECs, :mod:`testbench.feature_spec`;
+    ``accept`` may also name a preset of testbench/tcp_bulk.py: tso, csum, none) with
     the real driver and device. ``ValueError`` (one line) for a bad SPEC, an unknown
     profile or an offer the device may not make."""
     offered = parse_spec(offer, offer_sets(profile))
-    wanted = parse_spec(accept, accept_sets())
+    preset = MODES.get(accept.strip().lower())
+    wanted = preset if preset is not None else parse_spec(accept, accept_sets())
     _check_offer(offered)
     paper, paper_dropped = on_paper(offered, wanted)
     loop = EventLoop()

@@ -38,8 +38,9 @@ def register(sub: Any) -> None:
                    help=f"features the device offers; {SPEC_HELP} (default: the "
                         "profile's offer, all the emulated device implements)")
     p.add_argument("--accept", default="default", metavar="SPEC",
-                   help=f"features the driver asks for; {SPEC_HELP} (default: the "
-                        "driver's DEFAULT_WANTED; all: everything it supports)")
+                   help=f"features the driver asks for: a preset (tso, csum, none) or a "
+                        f"SPEC; {SPEC_HELP} (default: the driver's DEFAULT_WANTED; all: "
+                        "everything it supports)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="strict",
                    help="device profile (strict)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")

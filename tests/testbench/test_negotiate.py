@@ -73,6 +73,13 @@ def test_big_buffers_without_mrg_rxbuf() -> None:
     assert (r.rx_buffers, r.rx_buffer_size, r.mismatches) == ("big", 12 + 65589, [])
 
 
+def test_accept_takes_the_bulk_presets() -> None:
+    r = run_negotiation("default", "csum")
+    assert r.negotiated == (DEFAULT_WANTED - FeatureSet.of(
+        F.HOST_TSO4, F.HOST_TSO6, F.HOST_ECN, F.HOST_USO)).with_(F.GUEST_CSUM, F.MRG_RXBUF)
+    assert r.mismatches == []
+
+
 def test_firecracker_offers_no_control_queue() -> None:
     r = run_negotiation(profile="firecracker")
     assert r.negotiated == FeatureSet.of(
