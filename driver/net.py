@@ -157,6 +157,7 @@ BIG_RX_FEATURES = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST
 _local_macs = itertools.count(1)
 
 _CONFIG_CHANGE = int(InterruptStatus.CONFIG_CHANGE)
+_HOST_TSO = FeatureSet.of(F.HOST_TSO4, F.HOST_TSO6)
 _USED_BUFFER = int(InterruptStatus.USED_BUFFER)
 
 
@@ -630,6 +631,7 @@ class VirtioNetDriver:
             segmentation=SegmentationCapabilities(
                 tcp_ipv4_max=MAX_GSO_IP if csum and F.HOST_TSO4 in neg else None,
                 tcp_ipv6_max=MAX_GSO_IP if csum and F.HOST_TSO6 in neg else None,
+                tcp_ecn=csum and F.HOST_ECN in neg and bool(neg & _HOST_TSO),
             ),
             max_burst=tx,
         )

@@ -30,6 +30,9 @@ class SegmentationCapabilities:
 
     tcp_ipv4_max: int | None = None
     tcp_ipv6_max: int | None = None
+    tcp_ecn: bool = False
+    """A TSO packet may carry CWR: the device puts it on the first segment only (virtio
+    HOST_ECN, Linux NETIF_F_TSO_ECN)."""
 
 
 @dataclass(frozen=True, slots=True)

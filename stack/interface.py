@@ -71,6 +71,8 @@ class Packet:
     hop_limit: int = 64
     ip_packet: bytes | memoryview = b""
     """The IP packet as received (a view, not a copy), for quoting in ICMP errors."""
+    ecn: int = 0
+    """The ECN codepoint of its IP header (RFC 3168 §5; 0 for a reassembled packet)."""
 
 
 @dataclass(frozen=True)
@@ -240,8 +242,9 @@ class Interface:
             self.counters.rx_reassembled += 1
             rx = RxFrame(data=b"")  # the device's checksum verdicts were per fragment
         raw = packet[:end] if not header.is_fragment else b""
+        ecn = header.tos & 0b11 if not header.is_fragment else 0
         self._deliver(rx, header.src, header.dst, header.protocol, payload, hops=header.ttl,
-                      raw=raw)
+                      raw=raw, ecn=ecn)
 
     def _receive_v6(self, rx: RxFrame, frame: bytes) -> None:
         packet = memoryview(frame)[HEADER_LEN:]
@@ -270,10 +273,10 @@ class Interface:
                 return
             proto, offset = chain.upper_protocol, chain.upper_offset
         self._deliver(rx, header.src, dst, proto, bytes(packet[offset:]), hops=header.hop_limit,
-                      raw=packet)
+                      raw=packet, ecn=header.traffic_class & 0b11)
 
     def _deliver(self, rx: RxFrame, src: bytes, dst: bytes, proto: int, payload: bytes, *,
-                 hops: int, raw: bytes | memoryview = b"") -> None:
+                 hops: int, raw: bytes | memoryview = b"", ecn: int = 0) -> None:
         """Hand a transport payload (``src``, ``dst``: IP addresses, ``hops``: TTL or
         hop limit) to its handler, or answer ICMP."""
         if proto in (IpProtocol.TCP, IpProtocol.UDP):
@@ -285,7 +288,7 @@ class Interface:
             if not ok:
                 self.counters.drop("l4-checksum")
                 return
-            handler(Packet(src, dst, proto, payload, True, rx.segment_size, hops, raw))
+            handler(Packet(src, dst, proto, payload, True, rx.segment_size, hops, raw, ecn))
         elif proto == IpProtocol.ICMP and len(src) == 4:
             self._receive_icmp4(src, dst, payload)
         elif proto == IpProtocol.ICMPV6 and len(src) == 16:
@@ -412,10 +415,14 @@ class Interface:
         csum_offset: int | None = None,
         segment_size: int | None = None,
         src_addr: bytes | None = None,
+        ecn: int = 0,
     ) -> bool:
         """Send a transport packet. ``csum_offset``: where the transport checksum field
         is (None: ``l4`` is complete, e.g. ICMP). ``segment_size``: payload bytes per
-        segment when the device must segment (TSO); ``l4`` may then exceed the MTU."""
+        segment when the device must segment (TSO); ``l4`` may then exceed the MTU.
+        ``ecn``: the ECN codepoint of the IP header (RFC 3168 §5; DSCP stays 0)."""
+        if not 0 <= ecn <= 3:
+            raise ValueError(f"ECN codepoint {ecn} is not two bits")
         v6 = len(dst) == 16
         src = src_addr or self.source_for(dst)
         length = len(l4)
@@ -448,7 +455,7 @@ class Interface:
             return False
         if v6:
             plen = length if length <= 0xFFFF else 0
-            ip = IPV6_FIXED.pack(6 << 28, plen, protocol, self.config.ttl, src, dst)
+            ip = IPV6_FIXED.pack(6 << 28 | ecn << 20, plen, protocol, self.config.ttl, src, dst)
             ethertype = EtherType.IPV6
         else:
             if segment_size is not None and (self.config.ipv4_big_length == "zero"
@@ -456,7 +463,7 @@ class Interface:
                 tot = 0
             else:
                 tot = total
-            raw = bytearray(IPV4_FIXED.pack(0x45, 0, tot, self.next_ident(), FLAG_DF,
+            raw = bytearray(IPV4_FIXED.pack(0x45, ecn, tot, self.next_ident(), FLAG_DF,
                                             self.config.ttl, protocol, 0, src, dst))
             struct.pack_into("!H", raw, 10, internet_checksum(raw))
             ip = bytes(raw)

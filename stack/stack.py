@@ -117,7 +117,8 @@ class Stack:
         cfg = replace(self.config.tcp, mss=mss, default_mss=1220 if v6 else 536)
         limit = self.iface.segmentation_max(v6) if self.config.tso else None
         if limit is not None:
-            cfg = replace(cfg, max_segment_payload=limit - (40 if v6 else 20) - MAX_TCP_HEADER)
+            cfg = replace(cfg, max_segment_payload=limit - (40 if v6 else 20) - MAX_TCP_HEADER,
+                          tso_ecn=self.iface.caps.segmentation.tcp_ecn)
         return cfg
 
     def _isn(self, local: bytes, lport: int, remote: bytes, rport: int) -> int:
@@ -163,7 +164,7 @@ class Stack:
         except WireError:
             self.counters.drop("tcp-malformed")
             return
-        seg = Segment.from_header(header, packet.data[header.header_len:])
+        seg = Segment.from_header(header, packet.data[header.header_len:], ecn=packet.ecn)
         key = (packet.dst, header.dst_port, packet.src, header.src_port)
         sock = self._conns.get(key)
         if sock is None:
@@ -219,7 +220,8 @@ class Stack:
                 if out.segment_size is not None:
                     counters.tcp_tso_packets_out += 1
                 iface.send_ip(remote, IpProtocol.TCP, l4, csum_offset=_TCP_CSUM,
-                              segment_size=out.segment_size, src_addr=sock.local[0])
+                              segment_size=out.segment_size, src_addr=sock.local[0],
+                              ecn=out.ecn)
             if conn.state is TcpState.CLOSED and conn.next_deadline() is None:
                 del self._conns[key]
                 if sock.listener is not None:  # reset before the handshake completed

@@ -24,6 +24,7 @@ from emulator.net.device import NetDeviceConfig
 from stack.interface import InterfaceConfig
 from stack.sockets import TcpSocket
 from stack.stack import StackConfig
+from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpState
 from testbench.host import HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
@@ -51,10 +52,11 @@ def stack_pair(mode: str = "tso", *, faults: FaultConfig | None = None, seed: in
                queue_pairs: int = 1, memory: int = 48 * MIB, profile: str = "strict",
                rate_bps: int = 10_000_000_000,
                rx_buffer_size: int | None = RX_BUFFER_SIZE,
-               wanted: FeatureSet | None = None) -> Pair:
+               wanted: FeatureSet | None = None, tcp: TcpConfig | None = None) -> Pair:
     """Host A (10.0.0.1, fd00::1) ↔ wire ↔ host B (10.0.0.2, fd00::2), stacks on top.
     ``rx_buffer_size`` None: the driver's default (one MTU frame per mergeable buffer).
-    ``wanted``: what both drivers ask for, instead of ``mode``'s set."""
+    ``wanted``: what both drivers ask for, instead of ``mode``'s set. ``tcp``: both
+    stacks' TCP settings (default :class:`TcpConfig`)."""
     if mode not in MODES:
         raise ValueError(f"unknown offload mode {mode!r}; known: {', '.join(MODES)}")
     base = MODES[mode] if wanted is None else wanted
@@ -65,15 +67,16 @@ def stack_pair(mode: str = "tso", *, faults: FaultConfig | None = None, seed: in
     p = make_pair(EventLoop(), a=HostConfig("a", MAC_A, memory, dev, drv),
                   b=HostConfig("b", MAC_B, memory, dev, drv), faults=faults, seed=seed,
                   rate_bps=rate_bps)
-    add_stacks(p)
+    add_stacks(p, tcp)
     return p
 
 
-def add_stacks(p: Pair) -> None:
+def add_stacks(p: Pair, tcp: TcpConfig | None = None) -> None:
     """Put a stack on both hosts: A is 10.0.0.1 / fd00::1, B 10.0.0.2 / fd00::2."""
     for host, n in ((p.a, 1), (p.b, 2)):
         host.add_stack(StackConfig(InterfaceConfig(
-            host.driver.mac, ipv4=f"10.0.0.{n}/24", ipv6=(f"fd00::{n}/64",))))
+            host.driver.mac, ipv4=f"10.0.0.{n}/24", ipv6=(f"fd00::{n}/64",)),
+            tcp=tcp or TcpConfig()))
 
 
 def pattern(n: int) -> bytes:

@@ -19,7 +19,8 @@ Model, per direction::
 Faults come from one ``random.Random`` per direction, seeded from ``seed`` and the
 direction's name. Every frame sent draws the same seven numbers in the same order (loss,
 duplicate, reorder, corrupt, corrupt position, corrupt mask, jitter) whatever happens to
-it, so the fate of the n-th frame depends only on the seed and n. A perfect wire (every
+it, and an eighth (CE mark) when ``ce_mark`` is set, so the fate of the n-th frame
+depends only on the seed, the configuration and n. A perfect wire (every
 probability 0, no jitter) draws nothing.
 
 Counting (per sending port): each frame sent ends in exactly one of ``lost``,
@@ -38,6 +39,7 @@ from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from emulator.backends.base import Receiver
+from stack.wire.ecn import mark_ce
 
 __all__ = ["FaultConfig", "Wire", "WireCounters", "WirePort"]
 
@@ -63,15 +65,19 @@ class FaultConfig:
     """Probability one byte of the frame is flipped (xor with a nonzero mask)."""
     jitter_ns: int = 0
     """Uniform extra delay in ``[0, jitter_ns]`` added to every frame."""
+    ce_mark: float = 0.0
+    """Probability an ECN-capable IP packet (ECT(0) or ECT(1)) is marked CE, as a
+    congested router does instead of dropping it (RFC 3168 §5); Not-ECT frames pass
+    unchanged. Drawn after the seven other numbers, only when above 0."""
 
     @property
     def perfect(self) -> bool:
         """No fault can fire: every frame is delivered, in order, unchanged."""
         return not (self.loss or self.duplicate or self.reorder or self.corrupt
-                    or self.jitter_ns)
+                    or self.jitter_ns or self.ce_mark)
 
     def __post_init__(self) -> None:
-        for name in ("loss", "duplicate", "reorder", "corrupt"):
+        for name in ("loss", "duplicate", "reorder", "corrupt", "ce_mark"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"FaultConfig.{name} must be a number, got {value!r}")
@@ -96,6 +102,8 @@ class WireCounters:
     duplicated: int = 0
     reordered: int = 0
     corrupted: int = 0
+    ce_marked: int = 0
+    """ECN-capable frames marked CE (RFC 3168 §5)."""
     queue_drops: int = 0
     undeliverable: int = 0
     """Frames that arrived where no receiver was set, or whose receiver returned False."""
@@ -235,6 +243,7 @@ class Wire:
         rng = port._rng
         # Fixed draw order per frame (see the module docstring).
         u_loss, u_dup, u_reorder, u_corrupt, u_pos, u_mask, u_jitter = (rng.random() for _ in range(7))
+        u_ce = rng.random() if faults.ce_mark else 1.0
         if port._in_flight >= self.queue_limit:
             counters.queue_drops += 1
             return
@@ -249,6 +258,11 @@ class Wire:
             damaged[position] ^= 1 + min(int(u_mask * 255), 254)
             frame = bytes(damaged)
             counters.corrupted += 1
+        if u_ce < faults.ce_mark:
+            marked = mark_ce(frame)
+            if marked is not None:
+                frame = marked
+                counters.ce_marked += 1
         deliver_at = port._busy_until + self.latency_ns
         deliver_at += min(math.floor(u_jitter * (faults.jitter_ns + 1)), faults.jitter_ns)
         if u_reorder < faults.reorder:

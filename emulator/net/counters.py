@@ -22,6 +22,8 @@ class NetCounters:
     """Packets the driver handed over that went out (as one frame or as segments)."""
     tx_gso_packets: int = 0
     """Packets the device segmented (TSO/USO/UFO)."""
+    tx_gso_ecn_packets: int = 0
+    """Of those, packets with the ECN gso bit: CWR on the first segment only (HOST_ECN)."""
     tx_csum_offloads: int = 0
     """Packets whose L4 checksum the device completed (NEEDS_CSUM)."""
     tx_backpressure: int = 0

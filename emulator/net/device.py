@@ -712,6 +712,8 @@ class NetDevice:
             counters.tx_seeds[result.seed] = counters.tx_seeds.get(result.seed, 0) + 1
         if result.path == "segmented":
             counters.tx_gso_packets += 1
+            if hdr.ecn:
+                counters.tx_gso_ecn_packets += 1
         if hdr.flags & NetHdrFlag.NEEDS_CSUM:
             counters.tx_csum_offloads += 1
 

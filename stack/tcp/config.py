@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CONGESTION_CONTROLS = ("cubic", "reno")
+ECN_MODES = ("off", "passive", "on")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,14 @@ class TcpConfig:
     tso_win_divisor: int = 3
     """TSO deferral (Linux ``tcp_tso_win_divisor``): with TSO, new data waits for a full
     packet's room or 1/divisor of the window while ACKs are due; 0 turns deferral off."""
+    ecn: str = "passive"
+    """Explicit Congestion Notification (RFC 3168 §6.1), as Linux's ``tcp_ecn``: "on"
+    asks for it on active opens and accepts it (1), "passive" accepts it when the peer
+    asks (2, Linux's default), "off" never uses it (0)."""
+    tso_ecn: bool = False
+    """The device segments a TSO packet carrying CWR correctly, CWR on its first
+    segment only (virtio HOST_ECN, §5.1.6.2; Linux NETIF_F_TSO_ECN). Without it a
+    segment with CWR goes out alone, one MSS long. The stack sets it from the device."""
     default_mss: int = 536
     """The send MSS assumed when the peer's SYN has no MSS option (RFC 9293 §3.7.1: 536
     for IPv4; an IPv6 interface sets 1220)."""
@@ -79,5 +88,7 @@ class TcpConfig:
             raise ValueError("retry counts must not be negative")
         if self.tso_win_divisor < 0:
             raise ValueError("tso_win_divisor must not be negative")
+        if self.ecn not in ECN_MODES:
+            raise ValueError(f"ecn {self.ecn!r} not one of {ECN_MODES}")
         if self.max_segment_payload < 0:
             raise ValueError("max_segment_payload must not be negative")

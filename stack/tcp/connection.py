@@ -44,6 +44,7 @@ from stack.tcp.state import (
     TcpError,
     TcpState,
 )
+from stack.wire.ecn import Ecn
 from stack.wire.tcp import TcpFlags, TcpOption, TimestampsOption
 
 __all__ = ["Outgoing", "Segment", "TcpConnection", "TcpCounters", "TcpError", "TcpState",
@@ -54,6 +55,9 @@ _SYN = TcpFlags.SYN
 _FIN = TcpFlags.FIN
 _RST = TcpFlags.RST
 _PSH = TcpFlags.PSH
+_ECE = TcpFlags.ECE
+_CWR = TcpFlags.CWR
+_ECN_SETUP = TcpFlags.ECE | TcpFlags.CWR
 
 NS_PER_MS = 1_000_000
 PAWS_IDLE_NS = 24 * 86_400 * 1_000_000_000
@@ -147,6 +151,18 @@ class TcpConnection:
         self._flight_peak = 0
         self._flight_peak_prev = 0
         self._round_end = isn
+        # ECN (RFC 3168 §6.1).
+        self.ecn_enabled = False
+        """Both ends agreed on ECN in the handshake (RFC 3168 §6.1.1)."""
+        self._syn_ecn = False
+        """Our last SYN asked for ECN (ECE and CWR set)."""
+        self._ece_pending = False
+        """Receiver: a CE mark was seen; ECE goes on every ACK until the peer's CWR."""
+        self._cwr_pending = False
+        """Sender: the window was reduced for ECE; CWR goes on the next new data."""
+        self._ecn_recover = isn
+        """SND.MAX at the last ECE reduction: no other until SND.UNA passes it (once per
+        window of data, RFC 3168 §6.1.2)."""
         # Receiver ACK state.
         self._ack_now = False
         self._unacked_bytes = 0
@@ -381,7 +397,8 @@ class TcpConnection:
         if ka is not None and now >= ka:
             self._on_keepalive(now, out)
 
-    def _emit(self, out: list[Outgoing], seg: Segment, segment_size: int | None) -> None:
+    def _emit(self, out: list[Outgoing], seg: Segment, segment_size: int | None,
+              ecn: int = 0) -> None:
         c = self.counters
         c.segments_out += 1
         c.bytes_out += len(seg.payload)
@@ -389,7 +406,7 @@ class TcpConnection:
             c.tso_segments_out += 1
         if seg.flags & _RST:
             c.resets_out += 1
-        out.append(Outgoing(seg, segment_size))
+        out.append(Outgoing(seg, segment_size, ecn))
 
     def _tsval(self, now: int) -> int:
         """RFC 7323 §5.4: a millisecond timestamps clock (from the caller's ``now``)."""
@@ -427,6 +444,8 @@ class TcpConnection:
         if flags & _ACK:
             ack = sq.wrap(self._rcv.rcv_nxt)
             self._ack_sent()
+            if self._ece_pending and not flags & _RST:
+                flags |= _ECE  # RFC 3168 §6.1.3: until the peer's CWR
         window = self._select_window() if not flags & _RST else 0
         return Segment(sport=self.local_port, dport=self.remote_port, seq=sq.wrap(seq), ack=ack,
                        flags=flags, window=window, options=options, payload=payload)
@@ -489,16 +508,22 @@ class TcpConnection:
             opts = syn_options(mss=cfg.mss, sack=cfg.sack, timestamps=ts,
                                window_shift=window_shift_for(cfg.receive_buffer)
                                if cfg.window_scaling else None)
+            # RFC 3168 §6.1.1: an ECN-setup SYN has ECE and CWR; a retransmitted SYN goes
+            # without them, in case a middlebox drops ECN-setup SYNs (§6.1.1.1, as Linux).
+            self._syn_ecn = cfg.ecn == "on" and not retransmit
+            flags = _SYN | _ECN_SETUP if self._syn_ecn else _SYN
             seg = Segment(sport=self.local_port, dport=self.remote_port, seq=sq.wrap(self.iss),
-                          ack=0, flags=_SYN, window=window, options=opts)
+                          ack=0, flags=flags, window=window, options=opts)
             self._syn_window = window
         else:
             ts = (TimestampsOption(self._tsval(now), self._ts_recent) if self.ts_enabled
                   else None)
             opts = syn_options(mss=cfg.mss, sack=self.sack_enabled, timestamps=ts,
                                window_shift=self.rcv_wscale if self.window_scaling else None)
+            # RFC 3168 §6.1.1: an ECN-setup SYN-ACK has ECE but not CWR.
+            flags = _SYN | _ACK | _ECE if self.ecn_enabled else _SYN | _ACK
             seg = Segment(sport=self.local_port, dport=self.remote_port, seq=sq.wrap(self.iss),
-                          ack=sq.wrap(self._rcv.rcv_nxt), flags=_SYN | _ACK, window=window,
+                          ack=sq.wrap(self._rcv.rcv_nxt), flags=flags, window=window,
                           options=opts)
             self._ack_sent()
             self._rcv_adv = max(self._rcv_adv, self._rcv.rcv_nxt + window)
@@ -574,6 +599,10 @@ class TcpConnection:
             if self._send_fin(out, now, opts):
                 return True
             return self._rule3(out, now, opts, seg_size) if sack_recovery else False
+        if self._cwr_pending and not self.config.tso_ecn and seq >= self.snd_max:
+            # The device cannot segment a packet carrying CWR (no HOST_ECN): the CWR
+            # segment goes out alone, as Linux does without NETIF_F_TSO_ECN.
+            max_payload = seg_size
         wnd_room = self.snd_una + self.snd_wnd - seq
         cwnd_room = self._cc.cwnd - flight
         limit = min(avail, wnd_room, cwnd_room, max_payload)
@@ -650,6 +679,15 @@ class TcpConnection:
                 self._timing = None  # Karn: the sample would be ambiguous
         elif self._timing is None:
             self._timing = (seq_end, now)
+        ecn = Ecn.NOT_ECT
+        if self.ecn_enabled and payload and not retransmit and not probe:
+            # RFC 3168 §6.1.4-§6.1.5: ECT(0) on new data only, never on retransmissions,
+            # window probes or pure ACKs; CWR on the first new data after a reduction.
+            ecn = Ecn.ECT0
+            if self._cwr_pending:
+                self._cwr_pending = False
+                flags |= _CWR
+                self.counters.ecn_cwr_out += 1
         if seq <= self.snd_nxt:
             self.snd_nxt = max(self.snd_nxt, seq_end)
         self.snd_max = max(self.snd_max, seq_end)
@@ -657,7 +695,7 @@ class TcpConnection:
             self._rto_at = now + self._rtt.rto
         self._flight_peak = max(self._flight_peak, self.snd_nxt - self.snd_una)
         seg = self._segment(seq, flags, payload, opts)
-        self._emit(out, seg, seg_size if len(payload) > seg_size else None)
+        self._emit(out, seg, seg_size if len(payload) > seg_size else None, ecn)
         return len(payload)
 
     def _send_fin(self, out: list[Outgoing], now: int, opts: tuple[TcpOption, ...]) -> bool:
@@ -877,6 +915,8 @@ class TcpConnection:
         if not flags & _SYN:
             return
         self._negotiate(seg, now)
+        # RFC 3168 §6.1.1: the peer asks for ECN with ECE and CWR on its SYN.
+        self.ecn_enabled = self.config.ecn != "off" and flags & _ECN_SETUP == _ECN_SETUP
         self._rcv_adv = self._rcv.rcv_nxt
         self.snd_wnd = seg.window  # the window of a SYN is never scaled (RFC 7323 §2.2)
         self.max_snd_wnd = self.snd_wnd
@@ -914,6 +954,8 @@ class TcpConnection:
             self.state = TcpState.SYN_RECEIVED
             self.snd_nxt = self.iss
             return
+        # RFC 3168 §6.1.1: the peer agreed to our ECN-setup SYN with ECE (and no CWR).
+        self.ecn_enabled = self._syn_ecn and flags & _ECN_SETUP == _ECE
         self._take_rtt_sample(seg, ack, now)
         self.snd_una = ack
         self._rto_at = None
@@ -1003,6 +1045,8 @@ class TcpConnection:
             self.counters.challenge_acks += 1
             self._ack_now = True
             return
+        if self.ecn_enabled:
+            self._ecn_receive(seg, flags)
         # Fifth: ACK.
         if not flags & _ACK:
             return
@@ -1010,6 +1054,34 @@ class TcpConnection:
             return
         # Sixth (URG) is ignored: urgent data is delivered inline like any other.
         self._process_text(seg, seq, now, flags)
+
+    def _ecn_receive(self, seg: Segment, flags: TcpFlags) -> None:
+        """RFC 3168 §6.1.3: CWR from the sender ends the ECE echo; a CE mark starts it
+        (in that order, so a segment with both keeps it going). The first CE is
+        acknowledged at once, as Linux does, so the sender hears of it within an RTT."""
+        if flags & _CWR:
+            self._ece_pending = False
+        if seg.ecn == Ecn.CE:
+            self.counters.ecn_ce_in += 1
+            if not self._ece_pending:
+                self._ack_now = True
+            self._ece_pending = True
+
+    def _on_ece(self, now: int) -> None:
+        """RFC 3168 §6.1.2: ECE from the receiver is a congestion signal without a loss:
+        ssthresh and cwnd reduced as for a loss (RFC 9438 §4.6 for CUBIC), at most once
+        per window of data, not during loss recovery (already reduced), and CWR on the
+        next new data segment."""
+        self.counters.ecn_ece_in += 1
+        if self._in_recovery or self.snd_una <= self._ecn_recover:
+            # Still the window reduced last time: an ACK that covers data sent after the
+            # reduction also covers the CWR segment, so ECE on it is a new CE mark.
+            return
+        self._cc.on_loss(now, self.snd_max - self.snd_una)
+        self._cc.on_recovery_end(now)
+        self._ecn_recover = self.snd_max
+        self._cwr_pending = True
+        self.counters.ecn_reductions += 1
 
     def _paws_rejects(self, ts: TimestampsOption, now: int) -> bool:
         """RFC 7323 §5.3 R1 with §5.5: an older TSval than TS.Recent, unless TS.Recent is
@@ -1064,6 +1136,8 @@ class TcpConnection:
                 dup = (not seg.payload and not flags & (_SYN | _FIN) and wnd == self.snd_wnd)
             if dup:
                 self._on_dup_ack(now)
+        if flags & _ECE and self.ecn_enabled:
+            self._on_ece(now)
         # Window update (RFC 9293 fifth step).
         if self.snd_una <= ack <= self.snd_max and (
                 self._snd_wl1 < seq or (self._snd_wl1 == seq and self._snd_wl2 <= ack)):
@@ -1164,7 +1238,8 @@ class TcpConnection:
         """RFC 5681 §3.2 steps 2-3 / RFC 6582 §3.2 step 2-3 / RFC 6675 §5 step 4."""
         self._in_recovery = True
         self._recover = self.snd_max
-        self._cc.on_loss(now, self.snd_max - self.snd_una)
+        if self.snd_una > self._ecn_recover:  # not reduced for ECE in this window already
+            self._cc.on_loss(now, self.snd_max - self.snd_una)
         if not self.sack_enabled:
             self._cc.cwnd = self._cc.ssthresh + 3 * self.eff_mss
         self._high_rxt = self.snd_una

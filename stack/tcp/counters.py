@@ -38,5 +38,14 @@ class TcpCounters:
     challenge_acks: int = 0
     """RFC 5961 challenge ACKs (in-window RST not at RCV.NXT, SYN in a synchronized
     state)."""
+    ecn_ce_in: int = 0
+    """Segments that arrived marked CE (RFC 3168 §5) on an ECN connection."""
+    ecn_ece_in: int = 0
+    """ACKs that arrived with ECE (the peer saw CE)."""
+    ecn_reductions: int = 0
+    """Congestion-window reductions in response to ECE, at most one per window of data
+    (RFC 3168 §6.1.2)."""
+    ecn_cwr_out: int = 0
+    """Segments sent with CWR (RFC 3168 §6.1.2)."""
     paws_drops: int = 0
     """Segments dropped by PAWS (RFC 7323 §5) or for lacking timestamps (§3.2)."""

@@ -27,6 +27,8 @@ class Segment:
     options: tuple[TcpOption, ...] = ()
     payload: bytes = b""
     urgent: int = 0
+    ecn: int = 0
+    """The ECN codepoint of the IP header it arrived in (RFC 3168 §5)."""
 
     @property
     def seg_len(self) -> int:
@@ -35,7 +37,8 @@ class Segment:
                 + (1 if self.flags & TcpFlags.FIN else 0))
 
     @classmethod
-    def from_header(cls, header: TcpHeader, payload: bytes | bytearray | memoryview) -> Segment:
+    def from_header(cls, header: TcpHeader, payload: bytes | bytearray | memoryview, *,
+                    ecn: int = 0) -> Segment:
         return cls(
             sport=header.src_port,
             dport=header.dst_port,
@@ -46,6 +49,7 @@ class Segment:
             options=header.options,
             payload=bytes(payload),
             urgent=header.urgent,
+            ecn=ecn,
         )
 
     def header(self) -> TcpHeader:
@@ -71,3 +75,6 @@ class Outgoing:
 
     segment: Segment
     segment_size: int | None = None
+    ecn: int = 0
+    """The ECN codepoint for its IP header: ECT(0) on new data of an ECN connection,
+    Not-ECT on pure ACKs, retransmissions and window probes (RFC 3168 §6.1.4-§6.1.5)."""

@@ -697,7 +697,7 @@ def test_counters_as_dict_is_json_ready_and_sorted() -> None:
     d = c.as_dict()
     assert list(d) == [
         "tx_frames", "tx_bytes", "tx_chains", "tx_descriptors", "tx_notifications",
-        "tx_packets", "tx_gso_packets", "tx_csum_offloads", "tx_backpressure",
+        "tx_packets", "tx_gso_packets", "tx_gso_ecn_packets", "tx_csum_offloads", "tx_backpressure",
         "rx_frames", "rx_bytes", "rx_chains", "rx_descriptors", "rx_notifications",
         "rx_coalesced", "rx_coalesced_segments", "rx_offloads_passed",
         "rx_offloads_finished", "rx_resegmented", "interrupts", "interrupts_suppressed",

@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from emulator.backends.base import Backend
 from emulator.backends.wire import FaultConfig, Wire, WireCounters
+from stack.wire.ecn import Ecn, frame_ecn
+from testbench.packets import tcp_packet
 
 GBPS = 1_000_000_000
 
@@ -121,7 +123,7 @@ def test_directions_are_independent() -> None:
     assert [t for t, _ in at_a.got] == [1_500]
     assert wire.a.counters.as_dict() == {
         "sent": 2, "delivered": 2, "lost": 0, "duplicated": 0, "reordered": 0,
-        "corrupted": 0, "queue_drops": 0, "undeliverable": 0,
+        "corrupted": 0, "ce_marked": 0, "queue_drops": 0, "undeliverable": 0,
         "bytes_sent": 3000, "bytes_delivered": 3000,
     }  # fmt: skip
     assert wire.b.counters.sent == 1 and wire.b.counters.bytes_delivered == 125
@@ -338,7 +340,7 @@ CORRUPT_CORRUPTED = 40
 JITTER_SUM = 214_314
 ALL_FAULTS_COUNTERS = {
     "sent": 500, "delivered": 498, "lost": 51, "duplicated": 49, "reordered": 46,
-    "corrupted": 43, "queue_drops": 0, "undeliverable": 0,
+    "corrupted": 43, "ce_marked": 0, "queue_drops": 0, "undeliverable": 0,
     "bytes_sent": 50_000, "bytes_delivered": 49_800,
 }  # fmt: skip
 
@@ -479,3 +481,43 @@ def test_every_frame_accounted_once_and_deliveries_in_time_order(
         assert 0 <= c.corrupted <= c.sent - c.lost - c.queue_drops
         assert c.reordered <= c.sent and c.duplicated <= c.sent
         assert all(v >= 0 for v in c.as_dict().values())
+
+
+# --- CE marking (RFC 3168 §5) and the perfect wire's fast path ------------------------------
+
+
+def test_ce_mark_marks_ect_packets_only() -> None:
+    wire, clock, _, at_b = make(faults=FaultConfig(ce_mark=1.0))
+    ect = tcp_packet(200, mss=None, tos=Ecn.ECT0).frame
+    plain = tcp_packet(200, mss=None).frame
+    wire.a.send(ect)
+    wire.a.send(plain)
+    drain(wire, clock)
+    (_, first), (_, second) = at_b.got
+    assert frame_ecn(first) == Ecn.CE and second == plain
+    assert wire.a.counters.ce_marked == 1 and wire.a.counters.delivered == 2
+    assert not FaultConfig(ce_mark=0.5).perfect and FaultConfig().perfect
+
+
+def test_ce_mark_is_checked() -> None:
+    with pytest.raises(ValueError, match="ce_mark must be in"):
+        FaultConfig(ce_mark=1.5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.integers(60, 9000), st.integers(0, 20_000)), min_size=1,
+                max_size=40))
+def test_a_perfect_wire_delivers_as_a_faulty_wire_whose_faults_never_fire(
+        sends: list[tuple[int, int]]) -> None:
+    """The perfect wire skips the fault draws; what arrives, and when, is what the full
+    path gives when no fault fires."""
+    results = []
+    for faults in (FaultConfig(), FaultConfig(loss=1e-300)):
+        wire, clock, _, at_b = make(faults=faults, latency_ns=500)
+        for i, (size, gap) in enumerate(sends):
+            clock.now += gap
+            drain(wire, clock, until=clock.now)
+            wire.a.send(numbered(i, size))
+        drain(wire, clock)
+        results.append((at_b.got, wire.a.counters))
+    assert results[0] == results[1]

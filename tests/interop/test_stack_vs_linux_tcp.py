@@ -41,8 +41,10 @@ from stack.device import DeviceCapabilities, RxFrame, TxMeta
 from stack.interface import InterfaceConfig
 from stack.sockets import TcpSocket
 from stack.stack import Stack, StackConfig
+from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpState
 from stack.tcp.options import SynOptions
+from stack.wire.ecn import Ecn, frame_ecn
 from stack.wire.tcp import TcpFlags, TcpHeader
 from testbench.host import Host, HostConfig
 from testbench.loop import EventLoop
@@ -148,7 +150,7 @@ print(json.dumps({"sent": count, "received": got}), flush=True)
 sys.exit(0 if got == count else 1)
 """
 
-TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE = 1, 2, 4
+TCPI_OPT_TIMESTAMPS, TCPI_OPT_SACK, TCPI_OPT_WSCALE, TCPI_OPT_ECN = 1, 2, 4, 8
 
 
 @dataclass(frozen=True)
@@ -190,19 +192,23 @@ NO_TSO = Offloads("no-tso", TunOffload(0), MODES["none"], "strict")
 
 # -- the namespace ----------------------------------------------------------------------
 @contextmanager
-def kernel_peer(family: Family, offloads: TunOffload) -> Iterator[tuple[Netns, TapDevice]]:
+def kernel_peer(family: Family, offloads: TunOffload, *,
+                ecn: bool = False) -> Iterator[tuple[Netns, TapDevice]]:
     """The kernel behind a tap we hold. IPv4: :func:`kernel_on_tap` as is. IPv6: the
     same with IPv6 left on, fd00::2/64 on the tap (``nodad``: usable at once) and no
     static neighbour for fd00::1 — our stack answers the kernel's solicitation. Either
-    way ICMP echo sockets are allowed for root (``ping_group_range``)."""
+    way ICMP echo sockets are allowed for root (``ping_group_range``). ``ecn``: the
+    namespace's TCP asks for ECN and agrees to it (``tcp_ecn`` 1, per namespace)."""
     if not family.v6:
         with kernel_on_tap("vnb-tcp4-", offloads) as (ns, tap):
             ns.sysctl("net.ipv4.ping_group_range", "0 0")
+            ns.sysctl("net.ipv4.tcp_ecn", "1" if ecn else "2")
             yield ns, tap
         return
     with Netns("vnb-tcp6-") as ns, TapDevice(unique_name("vt6"), vnet_hdr_size=12) as tap:
         tap.set_offload(offloads)
         ns.sysctl("net.ipv4.ping_group_range", "0 0")
+        ns.sysctl("net.ipv4.tcp_ecn", "1" if ecn else "2")
         ns.move_link(tap.name)
         ns.ip("link", "set", "dev", tap.name, "address", DST_MAC.hex(":"))
         ns.ip("addr", "add", "10.0.0.2/24", "dev", tap.name)
@@ -268,6 +274,8 @@ class RxSpy:
     """Frames the driver handed up with a segment size (larger than one MSS)."""
     largest: int = 0
     syns: list[TcpHeader] = field(default_factory=list)
+    ecn: dict[int, int] = field(default_factory=dict)
+    """Frames with TCP payload by the ECN codepoint of their IP header."""
 
     def capabilities(self) -> DeviceCapabilities:
         return self.driver.capabilities()
@@ -288,6 +296,10 @@ class RxSpy:
             tcp = tcp_offset(rx.data)
             if tcp is not None and rx.data[tcp + 13] & TcpFlags.SYN:
                 self.syns.append(TcpHeader.parse(rx.data[tcp:]))
+            if tcp is not None and len(rx.data) > tcp + (rx.data[tcp + 12] >> 4) * 4:
+                codepoint = frame_ecn(rx.data)
+                if codepoint is not None:
+                    self.ecn[codepoint] = self.ecn.get(codepoint, 0) + 1
         return frames
 
 
@@ -306,7 +318,7 @@ def tcp_offset(frame: bytes) -> int | None:
 class OurHost:
     """Host (our device + driver) with our stack, on the tap, run in real time."""
 
-    def __init__(self, tap: TapDevice, offloads: Offloads) -> None:
+    def __init__(self, tap: TapDevice, offloads: Offloads, tcp: TcpConfig | None = None) -> None:
         self.loop = EventLoop()
         cfg = HostConfig("ours", SRC_MAC, 48 * MIB, NetDeviceConfig(profile=offloads.profile),
                          DriverConfig(wanted=offloads.wanted, queue_size=256))
@@ -315,7 +327,7 @@ class OurHost:
         self.host.attach(self.backend)
         self.host.start()
         self.stack: Stack = self.host.add_stack(StackConfig(InterfaceConfig(
-            SRC_MAC, ipv4="10.0.0.1/24", ipv6=("fd00::1/64",))))
+            SRC_MAC, ipv4="10.0.0.1/24", ipv6=("fd00::1/64",)), tcp=tcp or TcpConfig()))
         self.spy = RxSpy(self.host.driver)
         self.stack.iface.device = self.spy
         self.runner = RealTimeRunner(self.loop, self.backend, max_wait_s=0.02)
@@ -460,16 +472,16 @@ def family_arg(family: Family) -> int:
     return 6 if family.v6 else 4
 
 
-def kernel_server_exchange(family: Family, offloads: Offloads) -> Exchange:
+def kernel_server_exchange(family: Family, offloads: Offloads, *, ecn: bool = False) -> Exchange:
     """We connect to a kernel server, send 8 MB and shut our side down; the kernel
     reports the digest, sends 8 MB back and closes."""
     started = time.monotonic()
     out = pattern(SIZE)
-    with kernel_peer(family, offloads.tap) as (ns, tap), \
+    with kernel_peer(family, offloads.tap, ecn=ecn) as (ns, tap), \
             kernel_program(ns, SERVER, family_arg(family), family.kernel, PORT, SIZE,
                            BACK_SHIFT) as proc:
         assert read_line(proc, 5.0) == "ready"
-        ours = OurHost(tap, offloads)
+        ours = OurHost(tap, offloads, TcpConfig(ecn="on" if ecn else "passive"))
         sock = ours.stack.tcp_connect(family.kernel, PORT)
         ours.host.kick()
         ours.run_until(lambda: sock.established, HANDSHAKE_S, "handshake")
@@ -483,13 +495,13 @@ def kernel_server_exchange(family: Family, offloads: Offloads) -> Exchange:
                     report, time.monotonic() - started)
 
 
-def kernel_client_exchange(family: Family, offloads: Offloads) -> Exchange:
+def kernel_client_exchange(family: Family, offloads: Offloads, *, ecn: bool = False) -> Exchange:
     """The kernel connects to our listener, sends 8 MB and shuts its side down; we read
     to its FIN, send 8 MB back and close; the kernel reports the digest and our FIN."""
     started = time.monotonic()
     out = pattern(SIZE)
-    with kernel_peer(family, offloads.tap) as (ns, tap):
-        ours = OurHost(tap, offloads)
+    with kernel_peer(family, offloads.tap, ecn=ecn) as (ns, tap):
+        ours = OurHost(tap, offloads, TcpConfig(ecn="on" if ecn else "passive"))
         listener = ours.stack.tcp_listen(PORT)
         with kernel_program(ns, CLIENT, family_arg(family), family.ours, PORT, SIZE,
                             BACK_SHIFT) as proc:
@@ -582,6 +594,33 @@ def test_ping_both_ways(family: Family) -> None:
             report = report_of(proc)
         assert report == {"sent": 3, "received": 3}
         assert stack.iface.counters.echo_replies - answered_before == 3
+
+
+@pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
+def test_ecn_with_the_kernel_both_ways(family: Family) -> None:
+    """RFC 3168 §6.1.1 with the kernel's TCP (``tcp_ecn`` 1 in its namespace), TSO on:
+    as server it answers our ECN-setup SYN with ECE alone; as client its SYN carries
+    ECE and CWR and we answer with ECE. Both ends then have ECN on (the kernel's
+    TCP_INFO says TCPI_OPT_ECN), its new data reaches us as ECT(0) — our device's
+    segmentation and coalescing keep the IP ECN field — and 8 MB go each way exact."""
+    ex = kernel_server_exchange(family, TSO_STRICT, ecn=True)
+    check_exchange(ex, family, TSO_STRICT, final=TcpState.TIME_WAIT)
+    assert ex.syn.flags & (TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE | TcpFlags.CWR) == (
+        TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE)
+    assert ex.bulk.sock.conn.ecn_enabled
+    info = ex.report["tcp_info"]
+    assert isinstance(info, dict) and info["options"] & TCPI_OPT_ECN
+    # ECT(0) on its data, Not-ECT only on retransmissions (RFC 3168 §6.1.5)
+    assert ex.ours.spy.ecn.get(Ecn.ECT0, 0) > 0
+    assert ex.ours.spy.ecn.get(Ecn.NOT_ECT, 0) <= info["total_retrans"]
+
+    ex = kernel_client_exchange(family, TSO_STRICT, ecn=True)
+    check_exchange(ex, family, TSO_STRICT, final=TcpState.CLOSED)
+    assert ex.syn.flags & (TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE | TcpFlags.CWR) == (
+        TcpFlags.SYN | TcpFlags.ECE | TcpFlags.CWR)
+    assert ex.bulk.sock.conn.ecn_enabled
+    info = ex.report["tcp_info"]
+    assert isinstance(info, dict) and info["options"] & TCPI_OPT_ECN
 
 
 def replies_at_least(stack: Stack, n: int) -> Callable[[], bool]:
