@@ -19,6 +19,7 @@ boots again with a device that disagrees with QEMU on the MTU.
   chain as the number of segments its payload makes) and the bytes arrived exact;
 - our stack → guest: GUEST_TSO4 + MRG_RXBUF negotiated, the device coalesced segments
   into mergeable buffers (§5.1.6.4), and the guest's sha256sum matches;
+- driver reload in the guest: the rings stop and start again in the same session;
 - a device with MTU 1400 (offered, §5.1.4) behind a QEMU that tells the guest
   ``host_mtu=1500``: the Linux driver sends TSO packets whose segments exceed our MTU,
   and the strict profile drops them with a monitor record (§5.1.4.2).
@@ -85,6 +86,12 @@ sleep 1
 echo VNB:LISTEN
 wait $!
 echo VNB:DOWN $(wc -c < /tmp/down) $(sha256sum < /tmp/down)
+rmmod virtio_net
+insmod /lib/modules/virtio_net.ko
+ip link set eth0 up
+ip addr add {GUEST_IP}/24 dev eth0
+ping -c 2 -W 3 {HOST_IP} > /dev/null
+echo VNB:RELOAD $?
 """
 
 
@@ -286,6 +293,17 @@ def test_download_coalesced_into_mergeable_buffers_guest_checks(run: Run) -> Non
     assert wire.delivered == wire.sent
     assert c.rx_frames - c.rx_coalesced + c.rx_coalesced_segments == wire.delivered
     assert c.drops == {} and bench.vhost.port.held_drops == 0
+
+
+def test_driver_reload_stops_and_restarts_the_rings(run: Run) -> None:
+    """``rmmod virtio_net; insmod virtio_net``: the driver resets the device, QEMU stops
+    the rings (GET_VRING_BASE, vhost-user.rst "Ring states") and starts them again at the
+    new probe, within the same session; the guest pings through the new rings."""
+    bench = run.bench
+    assert bench.guest is not None
+    assert bench.guest.marker("RELOAD") == "0"
+    assert (bench.vhost.starts, bench.vhost.stops) == (2, 2)
+    assert bench.server.sessions == 1 and bench.server.errors == []
 
 
 MTU_OFFER = FeatureSet.of(F.VERSION_1, F.CSUM, F.HOST_TSO4, F.HOST_TSO6, F.MTU)
