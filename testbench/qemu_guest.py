@@ -66,6 +66,8 @@ class GuestConfig:
     memory_mib: int = 256
     device_options: tuple[str, ...] = ()
     """Extra ``-device virtio-net-pci`` properties, e.g. ``("rx_queue_size=256",)``."""
+    chardev_options: tuple[str, ...] = ()
+    """Extra socket chardev options, e.g. ``("reconnect=1",)``."""
     kernel_args: tuple[str, ...] = ("console=ttyS0", "quiet", "panic=-1")
     extra_args: tuple[str, ...] = field(default=())
 
@@ -82,7 +84,8 @@ def kernel_command_line(config: GuestConfig) -> str:
 
 
 def vhost_user_flags(socket_path: str, memory_mib: int, mac: str = GUEST_MAC,
-                     device_options: tuple[str, ...] = ()) -> list[str]:
+                     device_options: tuple[str, ...] = (),
+                     chardev_options: tuple[str, ...] = ()) -> list[str]:
     """The QEMU flags that give a guest a virtio-net-pci served by the vhost-user backend
     on ``socket_path``: guest RAM (``-m`` of the same size) shared through a memfd, the
     socket chardev, the netdev and the device (``vectors=0``, ``romfile=``)."""
@@ -92,7 +95,7 @@ def vhost_user_flags(socket_path: str, memory_mib: int, mac: str = GUEST_MAC,
     return [
         "-object", f"memory-backend-memfd,id=mem,size={mem},share=on",
         "-numa", "node,memdev=mem",
-        "-chardev", f"socket,id=c0,path={socket_path}",
+        "-chardev", ",".join([f"socket,id=c0,path={socket_path}", *chardev_options]),
         "-netdev", "vhost-user,id=n0,chardev=c0",
         "-device", device,
     ]
@@ -108,7 +111,7 @@ def qemu_command(config: GuestConfig) -> list[str]:
         "-kernel", str(config.kernel), "-initrd", str(config.initrd),
         "-append", kernel_command_line(config),
         *vhost_user_flags(config.socket_path, config.memory_mib, config.mac,
-                          config.device_options),
+                          config.device_options, config.chardev_options),
         *config.extra_args,
     ]
 

@@ -99,12 +99,14 @@ class VhostUserBench:
         return self.runner.run_until(done, timeout_s)
 
     def boot(self, script: str = "", *, ip: str = f"{GUEST_IP}/24",
-             device_options: tuple[str, ...] = ()) -> QemuGuest:
+             device_options: tuple[str, ...] = (),
+             chardev_options: tuple[str, ...] = ()) -> QemuGuest:
         """Build the initramfs and start QEMU (the server already listens)."""
         kernel = find_kernel()
         initrd = build_initramfs(self.workdir / "initrd.gz", kernel)
         self.guest = QemuGuest(GuestConfig(self.socket_path, kernel.image, initrd, script, ip,
-                                           device_options=device_options))
+                                           device_options=device_options,
+                                           chardev_options=chardev_options))
         self.guest.start()
         return self.guest
 

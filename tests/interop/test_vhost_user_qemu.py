@@ -20,6 +20,7 @@ boots again with a device that disagrees with QEMU on the MTU.
 - our stack → guest: GUEST_TSO4 + MRG_RXBUF negotiated, the device coalesced segments
   into mergeable buffers (§5.1.6.4), and the guest's sha256sum matches;
 - driver reload in the guest: the rings stop and start again in the same session;
+- reconnect: the backend drops QEMU's connection and QEMU reconnects to a new session;
 - a device with MTU 1400 (offered, §5.1.4) behind a QEMU that tells the guest
   ``host_mtu=1500``: the Linux driver sends TSO packets whose segments exceed our MTU,
   and the strict profile drops them with a monitor record (§5.1.4.2).
@@ -342,3 +343,31 @@ def test_strict_profile_drops_linux_tso_over_our_mtu() -> None:
         assert {r.rule for r in bench.monitor.records} <= {"tx-segment-exceeds-mtu",
                                                              "tx-exceeds-mtu"}
         print(f"\nmonitor ({len(bench.monitor.records)} records), first: {records[0]}")
+
+
+RECONNECT_SCRIPT = f"""
+ping -c 2 -W 3 {HOST_IP} > /dev/null
+echo VNB:FIRST $?
+sleep 4
+ping -c 3 -W 3 {HOST_IP} > /dev/null
+echo VNB:SECOND $?
+"""
+
+
+def test_qemu_reconnects_to_a_fresh_session() -> None:
+    """The backend drops the connection mid-run; QEMU (``reconnect=1``) connects again
+    and sets everything up anew — features, memory table, rings from their last index —
+    in a second session, and the guest's traffic goes on (vhost-user.rst
+    "Communication")."""
+    _require_guest()
+    with VhostUserBench() as bench:
+        guest = bench.boot(RECONNECT_SCRIPT, chardev_options=("reconnect=1",))
+        assert bench.wait_marker("FIRST", BOOT_S) == "0", guest.text[-3000:]
+        assert bench.vhost.running
+        bench.server.disconnect()
+        assert not bench.vhost.running
+        assert bench.wait_marker("SECOND", 60.0) == "0", guest.text[-3000:]
+        assert bench.wait_exit(30.0)
+        assert bench.server.sessions == 2 and bench.server.errors == []
+        assert (bench.vhost.starts, bench.vhost.stops) == (2, 2)
+        assert bench.vhost.negotiated == DEFAULT_OFFER

@@ -123,6 +123,11 @@ class VhostUserServer:
         self.sessions += 1
         return 1
 
+    def disconnect(self) -> None:
+        """Close the current connection (as a backend restart would); the frontend may
+        reconnect (QEMU: ``-chardev socket,...,reconnect=N``) and start a fresh session."""
+        self._end_session()
+
     def _end_session(self, error: FrontendProtocolError | None = None) -> None:
         if error is not None and not isinstance(error, SessionClosed):
             self.errors.append(error)
