@@ -130,6 +130,8 @@ class EventLoop:
                 step()
                 source.poll(self.now)
             if due:
+                if len(self._sources) == 1 and not self._idle_hooks:
+                    self._follow(due[0], step, limit)
                 continue
             did_work = False
             for hook in list(self._idle_hooks):
@@ -148,6 +150,28 @@ class EventLoop:
                     f"max_time={limit} ns (now={self.now} ns, {executed} steps ran)"
                 )
             self.now = max(self.now, when)
+
+    def _follow(self, source: TimedSource, step: Callable[[], None], limit: int | None) -> None:
+        """Keep polling the only source at its next deadlines while nothing else would
+        run before them: no soon callback, no timer due earlier or at the same time
+        (timers go first at an instant), no idle hook. Exactly what the general loop
+        does in that case, without its bookkeeping per delivered frame."""
+        timers = self._timers
+        while not self._soon:
+            deadline = source.next_deadline()
+            if deadline is None or (limit is not None and deadline > limit):
+                return
+            self._drop_cancelled()
+            if timers and timers[0][0] <= max(self.now, deadline):
+                return
+            step()
+            self.now = max(self.now, deadline)
+            source.poll(self.now)
+
+    def next_event_time(self) -> int | None:
+        """Virtual time of the earliest timer or source deadline (None: nothing
+        scheduled); soon callbacks are not counted (they run at ``now``)."""
+        return self._next_time()
 
     def _is_due(self, deadline: int | None) -> bool:
         return deadline is not None and deadline <= self.now

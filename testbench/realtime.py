@@ -77,9 +77,7 @@ class RealTimeRunner:
         return polled
 
     def _wait_s(self) -> float:
-        # The loop has no public "next event" accessor; ``_next_time`` is the one the
-        # loop itself uses to advance its clock (earliest timer or source deadline).
-        nxt = self.loop._next_time()
+        nxt = self.loop.next_event_time()
         if nxt is None:
             return self.max_wait_s
         return min(self.max_wait_s, max(0.0, (nxt - self.real_now()) / 1e9))

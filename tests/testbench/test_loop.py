@@ -350,3 +350,47 @@ def test_wire_on_the_loop_with_zero_latency_echo_is_bounded() -> None:
     with pytest.raises(LoopBoundExceeded, match="max_steps=1000"):
         loop.run_until_idle(max_steps=1_000)
     assert loop.now == 0
+
+
+def test_a_lone_source_is_followed_in_the_same_order_as_the_general_loop() -> None:
+    """With one source and no idle hooks the loop follows the source from deadline to
+    deadline; timers due before or at a deadline, and soon callbacks a poll queues,
+    still run first, and the step count is the same as one step per event."""
+    log: list[str] = []
+    loop = EventLoop()
+    src = ListSource([10, 20, 20, 30, 40, 50], log)
+    loop.add_source(src)
+    mark = recorder(loop, log)
+    loop.call_at(30, mark("timer"))  # at a source deadline: the timer goes first
+    loop.call_at(45, mark("timer"))
+    orig_poll = src.poll
+
+    def poll(now: int) -> int:
+        if now == 20:
+            loop.call_soon(mark("soon"))  # as an interrupt would
+        return orig_poll(now)
+
+    src.poll = poll  # type: ignore[method-assign]
+    steps = loop.run_until_idle()
+    assert log == ["src@10", "src@20", "soon@20", "timer@30", "src@30", "src@40",
+                   "timer@45", "src@50"]
+    assert steps == 8 and loop.now == 50
+
+
+def test_following_a_lone_source_stops_at_the_run_for_horizon() -> None:
+    loop = EventLoop()
+    src = ListSource([5, 10, 15, 20])
+    loop.add_source(src)
+    loop.run_for(12)
+    assert src.polled == [5, 10] and loop.now == 12
+    loop.run_for(100)
+    assert src.polled == [5, 10, 15, 20]
+
+
+def test_next_event_time_is_the_earliest_timer_or_deadline() -> None:
+    loop = EventLoop()
+    assert loop.next_event_time() is None
+    loop.add_source(ListSource([70]))
+    loop.call_at(50, lambda: None).cancel()
+    loop.call_at(60, lambda: None)
+    assert loop.next_event_time() == 60
