@@ -118,6 +118,11 @@ class Profile:
     rx_offloads_from_offered: bool = False
     """Receive offloads follow what the device offered, not what the driver accepted
     (§5.1.6.4.1 breaks; Firecracker before commit 1e5d3dba6a92, issue #3905)."""
+    skip_bad_chains: bool = False
+    """A chain the device cannot walk (a loop, a buffer outside memory, a nested
+    indirect table) is returned unused (used.len 0) and counted, and the queue goes on;
+    False: DEVICE_NEEDS_RESET (QEMU ``virtio_error``, vhost ``vq_err``). A bad avail
+    index stops the queue either way."""
     rx_used_len_extra: int = 0
     """Bytes ``used.len`` over-reports on the last buffer of a received packet
     (§2.7.8.1 breaks; openvmm virtio_net before PR #3119 reported 12 too many)."""
@@ -326,6 +331,9 @@ _FIRECRACKER_SOURCES = (
     "set to the chains used (1 without MRG_RXBUF)",
     "device.rs build_tap_offload_features / 1e5d3dba6a92 'Apply only supported TAP "
     "offloading features' (issue #3905): tap offloads from the acked GUEST_ features",
+    "device.rs process_tx: a chain that fails load_descriptor_chain is add_used(head, 0) "
+    "and skipped (tx_fails); parse_rx_descriptors likewise for RX (rx_fails); "
+    "InvalidAvailIdx is an error",
 )
 
 FIRECRACKER = LINUX.derive(
@@ -337,6 +345,7 @@ FIRECRACKER = LINUX.derive(
     sources=_FIRECRACKER_SOURCES,
     big_packets=False,
     offered=FIRECRACKER_OFFERED,
+    skip_bad_chains=True,
 )
 
 FIRECRACKER_LEGACY = FIRECRACKER.derive(
@@ -346,7 +355,7 @@ FIRECRACKER_LEGACY = FIRECRACKER.derive(
         "from the offered (not the accepted) features."
     ),
     sources=(
-        *_FIRECRACKER_SOURCES[:3],
+        *_FIRECRACKER_SOURCES[:3], _FIRECRACKER_SOURCES[-1],
         "firecracker issue #3905 'Guest can't NACK LRO': the tap's offloads were set "
         "from the offered features (fixed by 1e5d3dba6a92)",
         "firecracker PR #4658: 'Prior to this commit Firecracker never set the number of "

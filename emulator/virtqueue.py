@@ -230,6 +230,23 @@ class DeviceQueue:
         self._unpoppable += 1
         return chain
 
+    def discard(self, memory: GuestMemory) -> int:
+        """Give the next available chain back unread, used length 0, and return its head:
+        what a device that skips a chain it cannot use does (Firecracker returns a TX or
+        RX chain that fails to parse this way). The head must be in range."""
+        slot = self.last_avail_idx % self.size
+        try:
+            head = memory.read_u16(self.avail_addr + self.geometry.avail_entry(slot))
+        except GuestMemoryError as err:
+            raise self._error(f"ring unreadable: {err}", "ring-out-of-memory",
+                              spec.AVAIL_RING) from None
+        if head >= self.size:
+            raise self._error(f"avail ring entry names head {head}, queue size is {self.size}",
+                              "head-out-of-range", spec.AVAIL_RING, head)
+        self.last_avail_idx = (self.last_avail_idx + 1) & U16_MASK
+        self.push_used(memory, head, 0)
+        return head
+
     def unpop(self, count: int = 1) -> None:
         """Give the last ``count`` popped chains back (QEMU ``virtqueue_unpop``, as a
         mergeable receive does when the buffers run out mid-packet): the next

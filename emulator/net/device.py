@@ -109,6 +109,8 @@ MIN_MTU = 68
 DEFAULT_MTU = 1500
 """The MTU a driver assumes without MTU negotiated (§5.1.6.3.1 sizes its buffers)."""
 _TX_IGNORED_FLAGS = int(NetHdrFlag.DATA_VALID | NetHdrFlag.RSC_INFO)
+_FATAL_RING_RULES = frozenset({"avail-idx-jump", "ring-out-of-memory", "head-out-of-range"})
+"""Ring errors after which no index can be trusted: even a tolerant device stops."""
 
 
 @dataclass(frozen=True)
@@ -584,9 +586,10 @@ class NetDevice:
         used = 0
         backend: object = self.backend
         flow = backend if isinstance(backend, FlowControl) else None
+        pop = self._tolerant_pop if self.profile.skip_bad_chains else DeviceQueue.pop
         while core.live:
             q.disable_notifications(memory)
-            while (flow is None or flow.tx_ready()) and (chain := q.pop(memory)) is not None:
+            while (flow is None or flow.tx_ready()) and (chain := pop(q, memory)) is not None:
                 self._transmit(core, chain)
                 q.push_used(memory, chain.head, 0)
                 used += 1
@@ -604,6 +607,25 @@ class NetDevice:
                 break
         if used:
             self._signal(core, q, used)
+
+    def _tolerant_pop(self, q: DeviceQueue, memory: GuestMemory) -> Chain | None:
+        """``q.pop`` for a profile that skips chains it cannot walk (Firecracker): such a
+        chain is recorded, counted as a drop and returned with used.len 0; an index the
+        device cannot trust still raises (DEVICE_NEEDS_RESET)."""
+        for _ in range(q.size + 1):
+            try:
+                return q.pop(memory)
+            except ChainError as err:
+                if err.rule in _FATAL_RING_RULES:
+                    raise
+                self.counters.drop(err.rule)
+                if self.core is not None:
+                    self.core.monitor.record_error(err, queue=q.index,
+                                                   descriptor=err.descriptor, action="skipped")
+                q.discard(memory)
+                if self.core is not None:
+                    self._signal(self.core, q)
+        return None
 
     def _resume_tx(self) -> None:
         """The backend has room again: carry on with the paused transmit queues."""
@@ -942,12 +964,13 @@ class NetDevice:
         then re-check, so a buffer added in between is not missed (§2.7.10; vhost-net
         handle_rx) — unless the device models the naive order (``rx_recheck`` off)."""
         pair = q.index // 2
-        chain = q.pop(memory)
+        pop = self._tolerant_pop if self.profile.skip_bad_chains else DeviceQueue.pop
+        chain = pop(q, memory)
         if chain is None:
             q.enable_notifications(memory)
             self._rx_kick_wanted[pair] = True
             if self.config.rx_recheck:
-                chain = q.pop(memory)
+                chain = pop(q, memory)
             if chain is None:
                 self._rx_waiting[pair] = True
                 return None

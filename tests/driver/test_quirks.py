@@ -233,3 +233,27 @@ def test_rx_needs_csum_mishandled(quirk: str, flags: tuple[bool, bool]) -> None:
         r.receive_offloaded(PLAIN.frame, PLAIN.hdr)
     assert (good.got[0].csum_partial, good.got[0].csum_verified) == (True, False)
     assert (bad.got[0].csum_partial, bad.got[0].csum_verified) == flags
+
+
+@pytest.mark.parametrize(("quirk", "rule"), [
+    ("descriptor-loop", "chain-too-long"),
+    ("address-outside-memory", "desc-addr-out-of-memory"),
+])
+def test_firecracker_skips_a_chain_it_cannot_walk(quirk: str, rule: str) -> None:
+    """Firecracker returns such a chain unused and goes on (process_tx: add_used(head,
+    0)); the strict device sets DEVICE_NEEDS_RESET (test_ring_faults_need_reset)."""
+    r = rig(quirk, profile="firecracker")
+    r.send(PLAIN)
+    r.send(PLAIN)
+    rec = r.host.monitor.assert_violation(rule, count=1, who="driver")[0]
+    assert (rec.queue, rec.action) == (1, "skipped")
+    assert not r.host.driver.needs_reset and not r.host.driver.broken
+    assert len(r.sink.sent) == 1  # the second frame went out
+    assert r.host.device.counters.drops == {rule: 1}
+
+
+def test_firecracker_still_stops_on_a_bad_avail_index() -> None:
+    r = rig("avail-idx-jump", profile="firecracker")
+    r.send(PLAIN)
+    rec = r.host.monitor.assert_violation("avail-idx-jump", count=1)[0]
+    assert rec.action == "needs-reset" and r.host.driver.needs_reset

@@ -43,6 +43,7 @@ def test_firecracker_profiles() -> None:
         "HOST_TSO6", "HOST_UFO", "MRG_RXBUF", "EVENT_IDX", "VERSION_1"]
     assert set(fc.offered.names()) - set(old.offered.names()) == {"MRG_RXBUF"}
     assert (fc.rx_num_buffers_zero, fc.rx_offloads_from_offered) == (False, False)
+    assert fc.skip_bad_chains and old.skip_bad_chains and not STRICT.skip_bad_chains
     assert (old.rx_num_buffers_zero, old.rx_offloads_from_offered) == (True, True)
     assert any("#3905" in s for s in old.sources)
     assert STRICT.offered is None and LINUX.offered is None and QEMU.offered is None
