@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from stack.device import DeviceCapabilities, NetworkDevice, RxFrame, TxMeta
+from stack.icmp_errors import PathMtuCache
 from stack.neighbor import NeighborCache, NeighborConfig
 from stack.reassembly import Reassembler
 from stack.wire import arp, icmpv4, icmpv6, ndp
@@ -147,6 +148,8 @@ class Interface:
         self.arp = NeighborCache(config.neighbor)
         self.nd = NeighborCache(config.neighbor)
         self.reassembler = Reassembler(timeout_ns=config.reassembly_timeout_ns)
+        self.pmtu = PathMtuCache()
+        """Path MTUs that ICMP errors reported (RFC 1191, RFC 8201)."""
         self.tcp_handler: L4Handler | None = None
         self.udp_handler: L4Handler | None = None
         self.icmp_error_handler: Callable[[bytes, int, bytes], None] | None = None
@@ -164,6 +167,11 @@ class Interface:
     @property
     def mtu(self) -> int:
         return self.caps.mtu
+
+    def path_mtu(self, dst: bytes) -> int:
+        """The MTU toward ``dst``: the link's, or less when an ICMP error said so."""
+        learned = self.pmtu.get(dst, self.now)
+        return self.mtu if learned is None else min(learned, self.mtu)
 
     def segmentation_max(self, v6: bool) -> int | None:
         seg = self.caps.segmentation

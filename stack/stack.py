@@ -17,6 +17,7 @@ import struct
 from dataclasses import dataclass, field, replace
 
 from stack.device import NetworkDevice
+from stack.icmp_errors import IcmpError, parse_icmp_error
 from stack.interface import Interface, InterfaceConfig, Packet
 from stack.sockets import Datagram, TcpListener, TcpSocket, UdpSocket
 from stack.tcp.config import TcpConfig
@@ -55,6 +56,10 @@ class StackCounters:
     udp_in: int = 0
     udp_out: int = 0
     udp_no_port: int = 0
+    icmp_errors_in: int = 0
+    """ICMP errors about a TCP or UDP packet of ours."""
+    pmtu_updates: int = 0
+    """Times an ICMP error lowered the path MTU of a destination."""
     port_unreachables_out: int = 0
     echo_replies_in: int = 0
     drops: dict[str, int] = field(default_factory=dict)
@@ -147,6 +152,7 @@ class Stack:
         conn.connect(self.now)
         sock = TcpSocket(self, conn, (local, lport), (remote, port))
         self._conns[(local, lport, remote, port)] = sock
+        self._apply_path_mtu(sock)
         self.wake(sock)
         return sock
 
@@ -184,6 +190,7 @@ class Stack:
                 sock.listener = listener
                 listener.pending.add(sock)
                 self._conns[key] = sock
+                self._apply_path_mtu(sock)
                 self.wake(sock)
                 return
             rst = rst_for(seg)
@@ -280,3 +287,39 @@ class Stack:
             ident, seq = struct.unpack_from("!HH", payload, 4)
             self.counters.echo_replies_in += 1
             self.echo_replies.append((src, ident, seq, payload[8:]))
+            return
+        error = parse_icmp_error(len(src) == 16, payload)
+        if error is None:
+            return
+        self.counters.icmp_errors_in += 1
+        self._icmp_error(error)
+
+    def _icmp_error(self, error: IcmpError) -> None:
+        """An ICMP error about a TCP segment of ours: believed only when it quotes data
+        in flight (RFC 5927 §4.1); "too big" lowers the path MTU of the destination and
+        the segment size of every connection to it (RFC 1191 §6.5, RFC 8201 §5); the
+        others are hard or soft errors for the connection (RFC 1122 §4.2.3.9, RFC 5461)."""
+        sock = None
+        if error.protocol == IpProtocol.TCP:
+            sock = self._conns.get((error.src, error.sport, error.dst, error.dport))
+        if sock is None or not sock.conn.icmp_seq_acceptable(error.seq):
+            self.counters.drop("icmp-error-unmatched")
+            return
+        if not error.too_big:
+            sock.conn.on_icmp_error(hard=error.hard)
+            self.wake(sock)
+            return
+        iface = self.iface
+        if iface.pmtu.learn(error.dst, error.path_mtu(), iface.mtu, self.now) is None:
+            return
+        self.counters.pmtu_updates += 1
+        for (_, _, remote, _), other in self._conns.items():
+            if remote == error.dst:
+                self._apply_path_mtu(other)
+
+    def _apply_path_mtu(self, sock: TcpSocket) -> None:
+        remote = sock.remote[0]
+        mtu = self.iface.path_mtu(remote)
+        if mtu < self.iface.mtu:
+            sock.conn.on_path_mtu(mtu - (40 if len(remote) == 16 else 20) - 20, self.now)
+            self.wake(sock)

@@ -100,6 +100,7 @@ class TcpConnection:
         self._opened = False
         self._passive = False
         self._max_segment_payload = config.max_segment_payload
+        self._path_mss: int | None = None
         # Send sequence space (RFC 9293 §3.3.1), unwrapped.
         self.iss = isn
         self.snd_una = isn
@@ -190,8 +191,18 @@ class TcpConnection:
         """Eff.snd.MSS (RFC 9293 §3.7.1): min(peer MSS, our MSS) less the timestamps
         option every segment carries (1448 for 1460 with timestamps); the SMSS of
         congestion control and the segment size of TSO."""
-        return min(self.peer_mss, self.config.mss) - (TIMESTAMPS_OVERHEAD if self.ts_enabled
-                                                      else 0)
+        return self._send_mss() - (TIMESTAMPS_OVERHEAD if self.ts_enabled else 0)
+
+    def _send_mss(self) -> int:
+        """The largest TCP payload plus options a segment may carry: the peer's MSS, ours,
+        and what the path MTU leaves (RFC 1191, RFC 8201)."""
+        mss = min(self.peer_mss, self.config.mss)
+        return mss if self._path_mss is None else min(mss, self._path_mss)
+
+    @property
+    def path_mss(self) -> int | None:
+        """The MSS the path MTU allows, once an ICMP error taught it (None: the link's)."""
+        return self._path_mss
 
     @property
     def cwnd(self) -> int:
@@ -253,6 +264,43 @@ class TcpConnection:
         if n < 0:
             raise ValueError("max_segment_payload must not be negative")
         self._max_segment_payload = n
+
+    # ------------------------------------------------------------------ ICMP errors
+    def icmp_seq_acceptable(self, seq: int) -> bool:
+        """RFC 5927 §4.1: an ICMP error is believed only when the TCP sequence number it
+        quotes is of data in flight, SND.UNA <= SEG.SEQ < SND.NXT (our SYN in SYN-SENT)."""
+        if self.state in (TcpState.CLOSED, TcpState.LISTEN):
+            return False
+        at = sq.unwrap(seq, self.snd_una)
+        if self.state is TcpState.SYN_SENT:
+            return at == self.iss
+        return self.snd_una <= at < self.snd_max
+
+    def on_path_mtu(self, mss: int, now: int) -> bool:
+        """The path carries TCP segments of at most ``mss`` octets of payload and options
+        (the path MTU less the IP and TCP headers). A reduction resends what is in
+        flight at the new size at once, without a congestion response: the segments were
+        dropped for their size, not for congestion (RFC 1191 §6.5, RFC 8201 §5.4, Linux
+        ``tcp_simple_retransmit``). Returns whether the segment size changed."""
+        mss = max(mss, MIN_PEER_MSS)
+        if mss >= self._send_mss():
+            return False
+        self._path_mss = mss
+        self.counters.pmtu_reductions += 1
+        if self.state in SENDING and self.snd_max > self.snd_una:
+            self.snd_nxt = self.snd_una
+            self._timing = None  # Karn: the resent data gives no RTT sample
+            self._rto_at = now + self._rtt.rto
+        return True
+
+    def on_icmp_error(self, *, hard: bool) -> None:
+        """Another ICMP error about this connection (RFC 1122 §4.2.3.9 as RFC 5461 refines
+        it): a hard error (protocol or port unreachable) ends a connection still opening;
+        anything else is a soft error, counted, the connection going on."""
+        if hard and self.state is TcpState.SYN_SENT:
+            self._fail("unreachable")
+            return
+        self.counters.icmp_soft_errors += 1
 
     # ------------------------------------------------------------------ user calls
     def connect(self, now: int) -> None:
@@ -558,7 +606,7 @@ class TcpConnection:
     def _payload_limits(self, options: tuple[TcpOption, ...]) -> tuple[int, int]:
         """(payload per wire segment with these options, largest payload of one emitted
         segment: the TSO limit when above the former)."""
-        per_segment = max(min(self.peer_mss, self.config.mss) - options_length(options), 1)
+        per_segment = max(self._send_mss() - options_length(options), 1)
         tso = self._max_segment_payload
         return per_segment, (tso if tso > per_segment else per_segment)
 

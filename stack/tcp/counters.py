@@ -47,5 +47,10 @@ class TcpCounters:
     (RFC 3168 §6.1.2)."""
     ecn_cwr_out: int = 0
     """Segments sent with CWR (RFC 3168 §6.1.2)."""
+    pmtu_reductions: int = 0
+    """Times an ICMP "fragmentation needed" / "packet too big" lowered the segment size
+    (RFC 1191 §6.5, RFC 8201 §5.4)."""
+    icmp_soft_errors: int = 0
+    """ICMP errors about this connection that did not end it (RFC 5461)."""
     paws_drops: int = 0
     """Segments dropped by PAWS (RFC 7323 §5) or for lacking timestamps (§3.2)."""

@@ -42,7 +42,9 @@ class TcpError(Exception):
     - ``"refused"``: a RST answered our SYN (§3.10.7.3);
     - ``"timeout"``: retransmissions, zero-window probes or keep-alives went unanswered
       (RFC 9293 §3.8.3 R2, §3.8.4);
-    - ``"closed"``: the operation needs a connection that no longer exists.
+    - ``"closed"``: the operation needs a connection that no longer exists;
+    - ``"unreachable"``: an ICMP protocol or port unreachable answered our SYN
+      (RFC 1122 §4.2.3.9, RFC 5461: a hard error aborts a connection being opened).
     """
 
     def __init__(self, reason: str, message: str | None = None) -> None:

@@ -318,7 +318,8 @@ def tcp_offset(frame: bytes) -> int | None:
 class OurHost:
     """Host (our device + driver) with our stack, on the tap, run in real time."""
 
-    def __init__(self, tap: TapDevice, offloads: Offloads, tcp: TcpConfig | None = None) -> None:
+    def __init__(self, tap: TapDevice, offloads: Offloads, tcp: TcpConfig | None = None, *,
+                 gateways: bool = False) -> None:
         self.loop = EventLoop()
         cfg = HostConfig("ours", SRC_MAC, 48 * MIB, NetDeviceConfig(profile=offloads.profile),
                          DriverConfig(wanted=offloads.wanted, queue_size=256))
@@ -327,7 +328,9 @@ class OurHost:
         self.host.attach(self.backend)
         self.host.start()
         self.stack: Stack = self.host.add_stack(StackConfig(InterfaceConfig(
-            SRC_MAC, ipv4="10.0.0.1/24", ipv6=("fd00::1/64",)), tcp=tcp or TcpConfig()))
+            SRC_MAC, ipv4="10.0.0.1/24", ipv6=("fd00::1/64",),
+            gateway4="10.0.0.2" if gateways else None, gateway6="fd00::2" if gateways else None),
+            tcp=tcp or TcpConfig()))
         self.spy = RxSpy(self.host.driver)
         self.stack.iface.device = self.spy
         self.runner = RealTimeRunner(self.loop, self.backend, max_wait_s=0.02)
@@ -621,6 +624,89 @@ def test_ecn_with_the_kernel_both_ways(family: Family) -> None:
     assert ex.bulk.sock.conn.ecn_enabled
     info = ex.report["tcp_info"]
     assert isinstance(info, dict) and info["options"] & TCPI_OPT_ECN
+
+
+# -- path MTU discovery through a Linux router ------------------------------------------
+BOTTLENECK_MTU = 1280
+V4_ROUTED = Family("ipv4-routed", "10.0.0.1", "10.1.0.2", 1460)
+V6_ROUTED = Family("ipv6-routed", "fd00::1", "fd01::2", 1440)
+
+
+@contextmanager
+def routed_kernel_peer() -> Iterator[tuple[Netns, TapDevice]]:
+    """The kernel server one router away: namespace R holds our tap (10.0.0.2,
+    fd00::2) and forwards to namespace S (10.1.0.2, fd01::2) over a veth whose R end has
+    MTU 1280 while S's end has 1500 — so S advertises a 1460/1440 MSS and our
+    full-sized segments only find out at R, which answers "fragmentation needed" /
+    "packet too big" (ICMP rate limits off in R)."""
+    with Netns("vnb-rtr-") as r, Netns("vnb-srv-") as srv, \
+            TapDevice(unique_name("vtr"), vnet_hdr_size=12) as tap:
+        for ns in (r, srv):
+            ns.ip("link", "set", "lo", "up")
+        r.sysctl("net.ipv4.ip_forward", 1)
+        r.sysctl("net.ipv6.conf.all.forwarding", 1)
+        r.sysctl("net.ipv4.icmp_ratelimit", 0)
+        r.sysctl("net.ipv6.icmp.ratelimit", 0)
+        for ns in (r, srv):  # no duplicate address detection holding links back
+            ns.sysctl("net.ipv6.conf.default.accept_dad", 0)
+            ns.sysctl("net.ipv6.conf.all.accept_dad", 0)
+        r.move_link(tap.name)
+        r.ip("link", "set", "dev", tap.name, "address", DST_MAC.hex(":"))
+        r.ip("addr", "add", "10.0.0.2/24", "dev", tap.name)
+        r.ip("-6", "addr", "add", "fd00::2/64", "dev", tap.name, "nodad")
+        r.ip("link", "set", "dev", tap.name, "up")
+        near, far = unique_name("vrt"), unique_name("vsv")
+        r.ip("link", "add", near, "mtu", str(BOTTLENECK_MTU), "type", "veth", "peer", "name",
+             far, "mtu", "1500")
+        r.ip("link", "set", "dev", far, "netns", srv.name)
+        r.ip("addr", "add", "10.1.0.1/24", "dev", near)
+        r.ip("-6", "addr", "add", "fd01::1/64", "dev", near, "nodad")
+        r.ip("link", "set", "dev", near, "up")
+        srv.ip("addr", "add", "10.1.0.2/24", "dev", far)
+        srv.ip("-6", "addr", "add", "fd01::2/64", "dev", far, "nodad")
+        srv.ip("link", "set", "dev", far, "up")
+        srv.ip("route", "add", "default", "via", "10.1.0.1")
+        srv.ip("-6", "route", "add", "default", "via", "fd01::1")
+        tap.drain()
+        yield srv, tap
+
+
+@pytest.mark.parametrize("family", [V4_ROUTED, V6_ROUTED], ids=["ipv4", "ipv6"])
+def test_path_mtu_discovery_through_a_linux_router(family: Family) -> None:
+    """RFC 1191 / RFC 8201 with a real router: our TSO segments of 1448 bytes do not
+    fit R's 1280-byte link; R's ICMP error quotes one in flight, our stack lowers the
+    path MTU toward the server, resends at the new size and finishes 8 MB each way
+    byte-exact, TSO on, with no retransmission timeout."""
+    started = time.monotonic()
+    out = pattern(SIZE)
+    with routed_kernel_peer() as (srv, tap), \
+            kernel_program(srv, SERVER, family_arg(family), family.kernel, PORT, SIZE,
+                           BACK_SHIFT) as proc:
+        assert read_line(proc, 5.0) == "ready"
+        ours = OurHost(tap, TSO_STRICT, gateways=True)
+        sock = ours.stack.tcp_connect(family.kernel, PORT)
+        ours.host.kick()
+        ours.run_until(lambda: sock.established, HANDSHAKE_S, "handshake")
+        handshake_timeouts = sock.conn.counters.timeouts
+        bulk = Bulk(sock, out)
+        ours.host.apps.append(bulk)
+        ours.host.kick()
+        ours.run_until(lambda: bulk.finished and proc.poll() is not None, BULK_S, "bulk")
+        report = report_of(proc)
+    check_kernel_report(report, out)
+    assert bytes(bulk.received) == pattern(SIZE + BACK_SHIFT)[BACK_SHIFT:]
+    conn = sock.conn
+    assert conn.peer_mss == family.mss  # the server's own link is 1500 bytes
+    mss = BOTTLENECK_MTU - (40 if family.v6 else 20) - 20
+    assert conn.path_mss == mss and conn.eff_mss == mss - 12
+    kernel = ipaddress.ip_address(family.kernel).packed
+    assert ours.stack.iface.path_mtu(kernel) == BOTTLENECK_MTU
+    assert ours.stack.counters.pmtu_updates == 1 and conn.counters.pmtu_reductions == 1
+    assert conn.counters.timeouts == handshake_timeouts  # none in the transfer
+    assert ours.stack.counters.tcp_tso_packets_out > 0
+    print(f"\n[pmtu {family.name}] {time.monotonic() - started:.2f} s; ICMP errors "
+          f"{ours.stack.counters.icmp_errors_in}, retransmitted "
+          f"{conn.counters.retransmitted_segments}, kernel {report['tcp_info']}")
 
 
 def replies_at_least(stack: Stack, n: int) -> Callable[[], bool]:
