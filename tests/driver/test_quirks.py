@@ -89,6 +89,16 @@ def test_use_not_negotiated() -> None:
     assert r.host.device.counters.drops == {"tx-gso-not-negotiated": 1}
 
 
+def test_use_not_negotiated_control_command() -> None:
+    with pytest.raises(ValueError, match="needs a feature that was not negotiated"):
+        rig().host.driver.vlan_add(5)  # a correct driver does not send it
+    r = rig("use-not-negotiated")
+    assert r.host.driver.vlan_add(5) is False  # sent anyway, refused by the device
+    rec = r.host.monitor.assert_violation("ctrl-not-negotiated", count=1)[0]
+    assert (rec.queue, rec.action) == (2, "refused")
+    assert r.host.driver.counters.ctrl_errors == 1
+
+
 # transmit headers
 @pytest.mark.parametrize(("quirk", "rule", "dropped"), [
     ("gso-size-zero", "gso-size-zero", True),
