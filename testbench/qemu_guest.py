@@ -173,9 +173,12 @@ class QemuGuest:
         return self.console.decode(errors="replace")
 
     def lines(self) -> list[str]:
-        """The console's ``VNB:`` lines, without the marker."""
+        """The console's complete ``VNB:`` lines (a line still being printed is not
+        one yet), without the marker."""
         out = []
-        for raw in self.text.splitlines():
+        text = self.text
+        complete = text[: text.rfind("\n") + 1]
+        for raw in complete.splitlines():
             line = raw.strip("\r")
             pos = line.find(MARK)
             if pos >= 0:
