@@ -10,6 +10,7 @@ receive, whether the negotiated set allows it and which feature decides.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,6 +129,13 @@ class NegotiationResult:
     mismatches: list[str] = field(default_factory=list)
     """Differences between the real run and the paper derivation, or between the sides."""
     violations: list[str] = field(default_factory=list)
+    quirks: list[str] = field(default_factory=list)
+    """Driver quirks switched on (then differences and violations are the point)."""
+
+    @property
+    def clean(self) -> bool:
+        """Negotiated, every cross-check agreed, nothing recorded."""
+        return self.failure is None and not self.mismatches and not self.violations
 
     def allowed(self, permission: Permission) -> bool:
         return all(f in self.negotiated for f in permission.needs)
@@ -149,6 +157,7 @@ class NegotiationResult:
     def as_dict(self) -> dict[str, Any]:
         return {
             "profile": self.profile,
+            "quirks": self.quirks,
             "offered": self.offered.names(),
             "accepted": self.wanted.names(),
             "negotiated": self.negotiated.names(),
@@ -198,11 +207,12 @@ def _check_offer(offered: FeatureSet) -> None:
 
 
 def run_negotiation(offer: str = "default", accept: str = "default", *,
-                    profile: str = "strict") -> NegotiationResult:
+                    profile: str = "strict", quirks: Iterable[str] = ()) -> NegotiationResult:
     """Negotiate ``accept`` against ``offer`` (SPECs, :mod:`testbench.feature_spec`;
     ``accept`` may also name a preset of testbench/tcp_bulk.py: tso, csum, none) with
-    the real driver and device. ``ValueError`` (one line) for a bad SPEC, an unknown
-    profile or an offer the device may not make."""
+    the real driver and device, the driver misbehaving as ``quirks`` say
+    (driver/quirks.py). ``ValueError`` (one line) for a bad SPEC, an unknown profile or
+    quirk, or an offer the device may not make."""
     offered = parse_spec(offer, offer_sets(profile))
     preset = MODES.get(accept.strip().lower())
     wanted = preset if preset is not None else parse_spec(accept, accept_sets())
@@ -212,10 +222,11 @@ def run_negotiation(offer: str = "default", accept: str = "default", *,
     host = Host(loop, HostConfig(
         "dut", MAC, MEMORY,
         NetDeviceConfig(offered=offered, profile=profile, queue_size_max=QUEUE_SIZE),
-        DriverConfig(wanted=wanted, queue_size=QUEUE_SIZE),
+        DriverConfig(wanted=wanted, queue_size=QUEUE_SIZE, quirks=frozenset(quirks)),
     ))
     drv, core = host.driver, host.core
-    result = NegotiationResult(profile, offered, wanted, FeatureSet(), paper_dropped)
+    result = NegotiationResult(profile, offered, wanted, FeatureSet(), paper_dropped,
+                               quirks=sorted(drv.config.quirks))
     try:
         host.start()
     except VirtioError as exc:

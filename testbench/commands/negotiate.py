@@ -28,8 +28,9 @@ def register(sub: Any) -> None:
             "--accept, let it probe, and print the negotiated set, every wanted feature "
             "that was dropped and why (not offered, or the dependency rule and its spec "
             "section), and what the driver may send, receive and ask for. The result is "
-            "cross-checked against the rules on paper. Exit status 0 when both agree, 1 "
-            "when they differ or the driver gives up, 3 on an error."
+            "cross-checked against the rules on paper. Exit status 0 when both agree and "
+            "the device recorded no violation, 1 when they differ, the driver gives up or "
+            "a rule was broken, 3 on an error."
         ),
         epilog="example: vnetbench negotiate --offer default,-HOST_TSO6 "
                "--accept CSUM,HOST_TSO4,HOST_TSO6,GUEST_TSO4",
@@ -43,23 +44,27 @@ def register(sub: Any) -> None:
                         "everything it supports)")
     p.add_argument("--profile", choices=sorted(PROFILES), default="strict",
                    help="device profile (strict)")
+    p.add_argument("--quirks", default="", metavar="NAMES",
+                   help="comma list of driver quirks to switch on (driver/quirks.py), e.g. "
+                        "accept-without-dependency: see what the device makes of it")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        result = run_negotiation(args.offer, args.accept, profile=args.profile)
+        quirks = [q.strip() for q in args.quirks.split(",") if q.strip()]
+        result = run_negotiation(args.offer, args.accept, profile=args.profile, quirks=quirks)
     except (VirtioError, ValueError) as exc:
         print(f"vnetbench negotiate: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     print(json.dumps(result.as_dict(), indent=2) if args.json else format_result(result))
-    return EXIT_OK if not result.mismatches and result.failure is None else EXIT_MISMATCH
+    return EXIT_OK if result.clean else EXIT_MISMATCH
 
 
 def format_result(r: NegotiationResult) -> str:
     lines = [
-        f"profile:    {r.profile}",
+        f"profile:    {r.profile}" + (f"  (driver quirks: {', '.join(r.quirks)})" if r.quirks else ""),
         f"offered:    {', '.join(r.offered.names())}",
         f"accepted:   {', '.join(r.wanted.names())}",
     ]

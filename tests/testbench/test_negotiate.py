@@ -130,3 +130,26 @@ def test_cli_errors_are_one_line(
 ) -> None:
     assert main(["negotiate", *args]) == EXIT_ERROR
     assert capsys.readouterr().err == message + "\n"
+
+
+def test_a_driver_quirk_shows_what_the_device_makes_of_it() -> None:
+    r = run_negotiation("default", "default,+GUEST_CSUM,+GUEST_TSO4",
+                        quirks=["accept-without-dependency"])
+    assert r.quirks == ["accept-without-dependency"]
+    assert r.failure is not None and r.failure.startswith("the device cleared FEATURES_OK")
+    assert [v.split(" -> ")[0] for v in r.violations] == [
+        "[0 ns] driver broke feature-dependency"]
+    assert not r.clean
+
+
+def test_cli_quirks(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["negotiate", "--quirks", "driver-ok-before-queues", "--json"]) == EXIT_MISMATCH
+    out = json.loads(capsys.readouterr().out)
+    assert out["quirks"] == ["driver-ok-before-queues"] and out["failure"] is None
+    assert out["mismatches"] == []
+    rules = [v.split(" broke ")[1].split(" ")[0] for v in out["violations"]]
+    assert sorted(set(rules)) == ["notify-queue-not-ready", "queue-setup-after-driver-ok"]
+    assert main(["negotiate", "--quirks", "acept-not-offered"]) == EXIT_ERROR
+    assert capsys.readouterr().err == (
+        "vnetbench negotiate: error: unknown driver quirk 'acept-not-offered'; did you mean "
+        "accept-not-offered?\n")
