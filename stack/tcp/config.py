@@ -53,6 +53,10 @@ class TcpConfig:
     tso_win_divisor: int = 3
     """TSO deferral (Linux ``tcp_tso_win_divisor``): with TSO, new data waits for a full
     packet's room or 1/divisor of the window while ACKs are due; 0 turns deferral off."""
+    limited_transmit: bool = True
+    """RFC 3042: on the first and second duplicate ACK, send one new segment each beyond
+    cwnd (the receiver's window permitting), so a small window still gets the third
+    duplicate ACK that starts fast retransmit."""
     ecn: str = "passive"
     """Explicit Congestion Notification (RFC 3168 §6.1), as Linux's ``tcp_ecn``: "on"
     asks for it on active opens and accepts it (1), "passive" accepts it when the peer

@@ -653,6 +653,14 @@ class TcpConnection:
             max_payload = seg_size
         wnd_room = self.snd_una + self.snd_wnd - seq
         cwnd_room = self._cc.cwnd - flight
+        limited = False
+        if (cwnd_room < smss and 0 < self._dupacks < 3 and not self._in_recovery
+                and seq >= self.snd_max and self.config.limited_transmit):
+            # RFC 3042: one new segment per duplicate ACK, at most two beyond cwnd;
+            # cwnd itself is not changed.
+            room = cwnd_room + self._dupacks * smss
+            if room >= min(smss, avail):
+                cwnd_room, max_payload, limited = min(room, smss), min(max_payload, smss), True
         limit = min(avail, wnd_room, cwnd_room, max_payload)
         retransmit = seq < self.snd_max
         if retransmit:
@@ -661,7 +669,7 @@ class TcpConnection:
                 limit = min(limit, nxt - seq)
         if limit <= 0:
             return self._rule3(out, now, opts, seg_size) if sack_recovery else False
-        if (not retransmit and not self._in_recovery and self._tso_defers(
+        if (not retransmit and not self._in_recovery and not limited and self._tso_defers(
                 limit, avail=avail, flight=flight, seg_size=seg_size, max_payload=max_payload)):
             return False
         size = limit
@@ -673,6 +681,8 @@ class TcpConnection:
         elif size % seg_size and self._nagle_holds():
             size -= size % seg_size  # the small tail waits for the ACK (Nagle)
         self._transmit(out, seq, size, now, opts=opts, seg_size=seg_size)
+        if limited:
+            self.counters.limited_transmits += 1
         return True
 
     def _tso_defers(self, limit: int, *, avail: int, flight: int, seg_size: int,

@@ -38,6 +38,8 @@ class TcpCounters:
     challenge_acks: int = 0
     """RFC 5961 challenge ACKs (in-window RST not at RCV.NXT, SYN in a synchronized
     state)."""
+    limited_transmits: int = 0
+    """New segments sent beyond cwnd on the first two duplicate ACKs (RFC 3042)."""
     ecn_ce_in: int = 0
     """Segments that arrived marked CE (RFC 3168 §5) on an ECN connection."""
     ecn_ece_in: int = 0

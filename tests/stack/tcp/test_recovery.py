@@ -158,3 +158,42 @@ def test_no_fast_retransmit_for_data_sent_before_a_timeout() -> None:
         peer.send(deadline + (2 + i) * MS)  # duplicate ACKs for data from before the RTO
     conn.poll(deadline + 10 * MS)
     assert conn.counters.fast_retransmits == 0  # RFC 6582 §3.2 step 2
+
+
+def test_limited_transmit_sends_one_new_segment_per_early_dup_ack() -> None:
+    """RFC 3042: with unsent data queued, the first and second duplicate ACKs each let
+    one new segment go beyond cwnd; cwnd does not change; the third starts fast
+    retransmit as usual (RFC 5681 §3.2)."""
+    conn, peer = established(TcpConfig(congestion="reno", timestamps=False, sack=False),
+                             timestamps=False, sack=False, now=T0)
+    conn.send(b"L" * 20 * 1460)
+    segs = segments(conn.poll(T0))
+    assert len(segs) == 10 and conn.cwnd == 14_600
+    peer.ack_all(T0 + 10 * MS, segs[:1])  # segment 1 lost
+    sent = segments(conn.poll(T0 + 10 * MS))  # slow start: the ACK opens two slots
+    assert [len(s.payload) for s in sent] == [1460, 1460] and conn.cwnd == 14_600 + 1460
+    new = []
+    for i in range(2):
+        peer.send(T0 + (11 + i) * MS)  # duplicate ACK i + 1
+        [seg] = segments(conn.poll(T0 + (11 + i) * MS))
+        new.append(seg)
+    assert [s.seq for s in new] == [(sent[-1].seq + 1460 * (i + 1)) & 0xFFFFFFFF for i in range(2)]
+    assert conn.cwnd == 14_600 + 1460 and conn.counters.limited_transmits == 2
+    assert conn.counters.fast_retransmits == 0
+    peer.send(T0 + 13 * MS)  # the third: fast retransmit of the hole
+    [rtx] = segments(conn.poll(T0 + 13 * MS))
+    assert rtx.seq == segs[1].seq and conn.counters.fast_retransmits == 1
+
+
+def test_limited_transmit_can_be_switched_off() -> None:
+    conn, peer = established(TcpConfig(congestion="reno", timestamps=False, sack=False,
+                                       limited_transmit=False),
+                             timestamps=False, sack=False, now=T0)
+    conn.send(b"L" * 20 * 1460)
+    segs = segments(conn.poll(T0))
+    peer.ack_all(T0 + 10 * MS, segs[:1])
+    conn.poll(T0 + 10 * MS)
+    for i in range(2):
+        peer.send(T0 + (11 + i) * MS)
+        assert conn.poll(T0 + (11 + i) * MS) == []
+    assert conn.counters.limited_transmits == 0
