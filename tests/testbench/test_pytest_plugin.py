@@ -48,6 +48,15 @@ def test_indirect(vnet_driver, vnet_config):
     assert vnet_config.profile in ("qemu", "strict")
 
 
+def test_host_talks_to_the_peer_port(vnet_host, vnet_device):
+    seen = []
+    vnet_device.peer.set_receiver(lambda frame: seen.append(frame) is None)
+    assert vnet_host.stack.ping("10.0.0.2", 1, 1, b"x")
+    vnet_host.loop.run_until_idle(max_steps=100_000)
+    assert seen[0][:6] == bytes.fromhex("ff" * 6)
+    assert {frame[12:14] for frame in seen} == {bytes.fromhex("0806")}  # ARP; nobody answers
+
+
 @pytest.mark.vnet(quirks="gso-without-needs-csum", accept="tso")
 def test_quirk(vnet_pair, vnet_monitor):
     run_bulk(vnet_pair, 65536)
@@ -63,7 +72,7 @@ def test_the_plugin_is_an_installed_pytest11_entry_point() -> None:
 def test_fixtures_work_with_no_configuration(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest("-p", "no:cacheprovider")
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=9)
 
 
 FAILING = '''
