@@ -67,8 +67,9 @@ def register(sub: Any) -> None:
                      help="Unix socket to listen on (QEMU connects to it)")
     cmd.add_argument("--profile", choices=sorted(PROFILES), default="strict",
                      help="device profile: what the device does where the spec is silent")
-    cmd.add_argument("--offer", type=_features, default=DEFAULT_OFFER, metavar="FEATURES",
-                     help="features offered, e.g. VERSION_1,CSUM,HOST_TSO4 (default: "
+    cmd.add_argument("--offer", type=_features, default=None, metavar="FEATURES",
+                     help="features offered, e.g. VERSION_1,CSUM,HOST_TSO4 (default: the "
+                     "profile's own set when it has one, else "
                      f"{','.join(DEFAULT_OFFER.names())}; among {','.join(DELEGATED.names())})")
     cmd.add_argument("--duration", type=_seconds, default=None, metavar="SECONDS",
                      help="stop after this many seconds (default: at Ctrl-C)")

@@ -16,6 +16,7 @@ import pytest
 
 from emulator.backends.vhost_user import (
     DEFAULT_OFFER,
+    DELEGATED,
     FrontendProtocolError,
     MessageError,
     VhostUserNet,
@@ -26,6 +27,7 @@ from emulator.backends.vhost_user import messages as m
 from emulator.backends.wire import Wire
 from emulator.monitor import Monitor
 from emulator.net.device import NetDeviceConfig
+from emulator.profiles import FIRECRACKER_OFFERED
 from testbench.loop import EventLoop
 from testbench.packets import tcp_packet
 from tests.emulator.ring_writer import MockSplitQueue
@@ -184,6 +186,12 @@ def test_offered_features_follow_the_configuration(tmp_path: Path) -> None:
         b.server.close()
     with pytest.raises(ValueError, match="CTRL_VQ"):
         vhost_net_config(offered=DEFAULT_OFFER | FeatureSet.of(F.CTRL_VQ))
+    # a profile that names its features offers them, as far as QEMU delegates them
+    assert vhost_net_config(NetDeviceConfig(profile="firecracker")).features == (
+        FIRECRACKER_OFFERED & DELEGATED)
+    missing = FIRECRACKER_OFFERED - DELEGATED
+    assert missing == FeatureSet.of(F.MAC)  # QEMU keeps MAC
+    assert vhost_net_config(NetDeviceConfig(profile="linux")).features == DEFAULT_OFFER
 
 
 def test_device_starts_with_the_rings_and_transmits(bench: Bench) -> None:

@@ -33,6 +33,7 @@ from emulator.backends.vhost_user.vring import Vring
 from emulator.core import DeviceCore
 from emulator.monitor import Monitor
 from emulator.net.device import NetDevice, NetDeviceConfig
+from emulator.profiles import get_profile
 from virtio.constants import FeatureBit, Status
 from virtio.features import FeatureSet
 from virtio.layouts import SplitRingGeometry
@@ -65,16 +66,24 @@ _SETUP_STATUS = (Status.ACKNOWLEDGE, Status.DRIVER)
 
 def vhost_net_config(base: NetDeviceConfig | None = None,
                      offered: FeatureSet | None = None) -> NetDeviceConfig:
-    """``base`` (default: the default device) offering ``offered`` (default
-    :data:`DEFAULT_OFFER`), checked against :data:`DELEGATED`."""
-    offer = DEFAULT_OFFER if offered is None else offered
+    """``base`` (default: the default device) offering ``offered``, checked against
+    :data:`DELEGATED`. Without ``offered``: what ``base`` offers when its configuration or
+    its profile names the features (e.g. the ``firecracker`` profile's set), restricted
+    to :data:`DELEGATED`; else :data:`DEFAULT_OFFER`."""
+    base = base or NetDeviceConfig()
+    if offered is not None:
+        offer = offered
+    elif base.offered is not None or get_profile(base.profile).offered is not None:
+        offer = base.features & DELEGATED
+    else:
+        offer = DEFAULT_OFFER
     extra = offer - DELEGATED
     if extra.bits:
         raise ValueError(f"a vhost-user net backend cannot offer {extra.names()} "
                          f"(it offers among {DELEGATED.names()})")
     if F.VERSION_1 not in offer:
         raise ValueError("QEMU's modern virtio-net-pci needs VERSION_1 from the backend")
-    return replace(base or NetDeviceConfig(), offered=offer, max_queue_pairs=1)
+    return replace(base, offered=offer, max_queue_pairs=1)
 
 
 class HoldingPort:
