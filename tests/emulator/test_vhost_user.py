@@ -365,3 +365,46 @@ def test_ring_address_outside_the_memory_table(bench: Bench) -> None:
             bench.serve()
     assert bench.server.errors[-1].rule == "vhost-user-ring-address"
     assert not bench.vhost.running
+
+
+def test_a_broken_ring_is_reported_on_the_err_eventfd(bench: Bench) -> None:
+    """A descriptor outside guest memory (virtio-v1.2 §2.7.5): DEVICE_NEEDS_RESET
+    (§2.1.2), recorded by the monitor, and signalled on the ring's err eventfd
+    (SET_VRING_ERR) since vhost-user has no device status to show it in."""
+    with bench.frontend() as fe:
+        _, tx = started(bench, fe)
+        err = os.eventfd(0, os.EFD_NONBLOCK)
+        try:
+            assert fe.ack(m.Request.SET_VRING_ERR, m.u64(TX), [err]) == 0
+            head = 0
+            tx.write_desc(head, 0x7000_0000, 64)  # beyond both regions
+            tx.publish(head)
+            fe.kick(TX)
+            assert os.eventfd_read(err) == 1
+            assert [(r.rule, r.action, r.queue) for r in bench.monitor.records] == [
+                ("desc-addr-out-of-memory", "needs-reset", TX)]
+            assert bench.far == [] and tx.used_idx == 0
+        finally:
+            os.close(err)
+
+
+def test_a_disabled_ring_waits_for_enable(bench: Bench) -> None:
+    """SET_VRING_ENABLE 0 (vhost-user.rst "Ring states"): no new receive frames for the
+    guest (they wait in the holding port) and no transmit until enabled again."""
+    with bench.frontend() as fe:
+        rx, tx = started(bench, fe)
+        for _ in range(45):
+            rx.add_chain(writable=[1526])
+        fe.kick(RX)
+        for index in (RX, TX):
+            assert fe.ack(m.Request.SET_VRING_ENABLE, m.vring_state(index, 0)) == 0
+        frame = bytes.fromhex("525400000001525400000002" "88b5") + bytes(100)
+        bench.wire.b.send(frame)
+        tx.add_chain([NetHdr().emit(12) + frame])
+        fe.kick(TX)
+        bench.serve()
+        assert (bench.vhost.port.held, rx.used_idx, tx.used_idx, bench.far) == (1, 0, 0, [])
+        for index in (RX, TX):
+            assert fe.ack(m.Request.SET_VRING_ENABLE, m.vring_state(index, 1)) == 0
+        bench.serve()
+        assert (bench.vhost.port.held, rx.used_idx, tx.used_idx, len(bench.far)) == (0, 1, 1, 1)
