@@ -42,6 +42,9 @@ class NetCounters:
     rx_offloads_finished: int = 0
     """Received packets whose checksum the device completed or which it segmented
     before delivery (the driver had not accepted that offload, or the profile says so)."""
+    rx_oversize_retries: int = 0
+    """Attempts to place a frame larger than the receive buffer again (profiles with
+    ``rx_oversize_retry_ns``: Firecracker's old hang)."""
     rx_resegmented: int = 0
     """Coalesced packets cut back into wire segments at delivery because their kind is
     switched off (CTRL_GUEST_OFFLOADS). A safety net: the device flushes what it holds

@@ -1018,6 +1018,17 @@ class NetDevice:
                 self._rx_waiting[q.index // 2] = len(chains) < q.size
                 counters.drop("rx-no-buffer")
                 return False
+            retry = self.profile.rx_oversize_retry_ns
+            if retry and self.call_later is not None:
+                # the profile's bug: keep the frame and try again, forever
+                counters.rx_oversize_retries += 1
+                if counters.rx_oversize_retries == 1:
+                    self._violation("rx-buffer-too-small", spec.NET_RX_BUFFERS_DRIVER,
+                                    f"receive buffer of {chains[0].writable_len} bytes "
+                                    f"cannot hold a {len(frame)}-byte frame: retried",
+                                    action="retried", queue=q.index, packet=frame)
+                self.call_later(retry, lambda: self._deliver(core, q, frame, hdr))
+                return True
             counters.drop("rx-buffer-too-small")
             self._violation("rx-buffer-too-small", spec.NET_RX_BUFFERS_DRIVER,
                             f"receive buffer of {chains[0].writable_len} bytes cannot hold "

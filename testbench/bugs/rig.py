@@ -59,14 +59,16 @@ class Rig:
     capture: Capture | None = None
     got: list[RxFrame] = field(default_factory=list)
     stalled: bool = False
-    """A run hit :data:`MAX_STEPS`."""
+    """A run hit the step bound."""
+    max_steps: int = MAX_STEPS
+    """Bound on event-loop steps per run."""
     _errors_seen: int = 0
 
     def run(self) -> None:
         """Run the loop until idle, at most :data:`MAX_STEPS` steps; what the driver
         caught the device doing wrong goes to the monitor too (who="device")."""
         try:
-            self.loop.run_until_idle(max_steps=MAX_STEPS)
+            self.loop.run_until_idle(max_steps=self.max_steps)
         except LoopBoundExceeded:
             self.stalled = True
         self.sync_driver_errors()
@@ -126,6 +128,7 @@ def make_rig(
     driver: Callable[[DriverConfig], DriverConfig] | None = None,
     device: Callable[[NetDeviceConfig], NetDeviceConfig] | None = None,
     queue_size: int = 16,
+    max_steps: int = MAX_STEPS,
 ) -> Rig:
     """A started rig (unless ``start`` is False: then :meth:`Host.start` is the
     caller's, to catch a failed negotiation). ``driver`` / ``device`` may adjust the
@@ -145,7 +148,7 @@ def make_rig(
         host.capture_into(capture, sink)
     else:
         host.attach(sink)
-    rig = Rig(loop, host, sink, capture)
+    rig = Rig(loop, host, sink, capture, max_steps=max_steps)
     host.on_frames = rig.got.extend
     if start:
         host.start()

@@ -700,7 +700,8 @@ def test_counters_as_dict_is_json_ready_and_sorted() -> None:
         "tx_packets", "tx_gso_packets", "tx_gso_ecn_packets", "tx_csum_offloads", "tx_backpressure",
         "rx_frames", "rx_bytes", "rx_chains", "rx_descriptors", "rx_notifications",
         "rx_coalesced", "rx_coalesced_segments", "rx_offloads_passed",
-        "rx_offloads_finished", "rx_resegmented", "interrupts", "interrupts_suppressed",
+        "rx_offloads_finished", "rx_oversize_retries", "rx_resegmented", "interrupts",
+        "interrupts_suppressed",
         "config_interrupts", "ctrl_notifications", "ctrl_commands", "ctrl_errors",
         "announces", "drops", "tx_notes", "tx_seeds", "rx_queue_packets", "tx_queue_packets"]
     drops = d["drops"]
