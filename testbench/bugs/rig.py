@@ -15,7 +15,7 @@ from pathlib import Path
 
 from driver.net import DEFAULT_WANTED, DriverConfig
 from emulator.backends.base import Receiver
-from emulator.backends.pcap import Capture
+from emulator.backends.pcap import Capture, Direction, describe_net_hdr
 from emulator.net.device import NetDeviceConfig
 from emulator.profiles import Profile
 from stack.device import RxFrame, TxMeta
@@ -95,7 +95,12 @@ class Rig:
         return ok
 
     def receive_offloaded(self, frame: bytes, hdr: NetHdr) -> bool:
-        """A frame whose source left offload work undone (a tap with a vnet header)."""
+        """A frame whose source left offload work undone (a tap with a vnet header);
+        captured on the wire interface with its header as the comment."""
+        if self.capture is not None:
+            self.capture.writer.record(frame, self.loop.now, interface=Capture.WIRE,
+                                       comment=describe_net_hdr(hdr),
+                                       direction=Direction.INBOUND)
         ok = self.host.device.receive_offloaded(frame, hdr)
         self.run()
         return ok

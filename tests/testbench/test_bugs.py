@@ -189,3 +189,20 @@ def test_pcap_of_a_run_is_read_by_tshark(tmp_path: Path) -> None:
     # 4 TSO packets as the driver handed them, 12 segments on the wire, all bad
     assert sorted(r[0] for r in rows) == ["driver→device"] * 4 + ["wire"] * 12
     assert [r[1] for r in rows if r[0] == "wire"] == ["0"] * 12  # 0: Bad
+
+
+def test_pcap_keeps_the_header_of_frames_from_an_offload_source(tmp_path: Path) -> None:
+    tshark = shutil.which("tshark")
+    skip_unless("tshark is not installed (apt-get install tshark)" if tshark is None else None)
+    assert tshark is not None
+    pcap = tmp_path / "partial.pcapng"
+    assert main(["bugs", "run", "freebsd-vtnet-needs-csum-as-valid", "--pcap", str(pcap)]) \
+        == EXIT_OK
+    done = subprocess.run(
+        [tshark, "-r", str(pcap), "-T", "fields", "-e", "frame.interface_name",
+         "-e", "frame.comment"],
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    comment = ("virtio_net_hdr flags=NEEDS_CSUM gso_type=NONE hdr_len=54 gso_size=0 "
+               "csum_start=34 csum_offset=16 num_buffers=0")
+    assert done.stdout.splitlines() == [f"wire\t{comment}"] * 5
