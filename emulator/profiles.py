@@ -123,6 +123,10 @@ class Profile:
     indirect table) is returned unused (used.len 0) and counted, and the queue goes on;
     False: DEVICE_NEEDS_RESET (QEMU ``virtio_error``, vhost ``vq_err``). A bad avail
     index stops the queue either way."""
+    rx_num_buffers_early: bool = False
+    """With MRG_RXBUF, the header of a packet spanning several buffers says
+    ``num_buffers`` 1: what a driver saw from a device that published the first buffer
+    before the others and counted up afterwards (kvmtool before 3fea89a92451)."""
     rx_oversize_retry_ns: int = 0
     """Without MRG_RXBUF, a frame larger than the receive buffer is kept and tried again
     after this many ns, forever (Firecracker before 1e5d3dba6a92: the hang of issue

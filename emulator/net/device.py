@@ -1049,6 +1049,11 @@ class NetDevice:
             self._violation("rx-num-buffers-not-one", spec.NET_RX_DEVICE,
                             "num_buffers left 0 without MRG_RXBUF (must be 1)",
                             action="sent", queue=q.index, who=DEVICE)
+        elif profile.rx_num_buffers_early and len(chains) > 1:
+            hdr = hdr.with_(num_buffers=1)
+            self._violation("rx-num-buffers-wrong", spec.NET_RX_DEVICE,
+                            f"num_buffers 1 published for a packet in {len(chains)} buffers",
+                            action="sent", queue=q.index, who=DEVICE)
         extra = profile.rx_used_len_extra
         data = memoryview(hdr.emit(hsize) + frame)
         pos = 0

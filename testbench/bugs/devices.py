@@ -16,6 +16,8 @@ from virtio.features import FeatureSet
 FRAMES = 5
 HANG_STEPS = 2_000
 """Event-loop steps after which a device that retries forever is declared hung."""
+KVMTOOL = STRICT.derive("kvmtool-mrg-publish-early", rx_num_buffers_early=True,
+                        description="strict, with num_buffers published as 1")
 OVERREPORT = STRICT.derive("used-len-overreport", rx_used_len_extra=12,
                            description="strict, with used.len 12 bytes too long")
 
@@ -87,6 +89,20 @@ def _snabb_mrg(pcap: Path | None, fixed: bool) -> BugResult:
                   {"wrong_length": wrong, "received": len(rig.got)})
 
 
+def _kvmtool(pcap: Path | None, fixed: bool) -> BugResult:
+    wanted = DEFAULT_WANTED | FeatureSet.of(F.MRG_RXBUF, F.GUEST_CSUM, F.GUEST_TSO4)
+    rig = make_rig(profile=STRICT if fixed else KVMTOOL, wanted=wanted, pcap=pcap)
+    big = tcp_packet(4000, mss=1448)  # coalesced: spans three 1530-byte buffers
+    for _ in range(2):
+        rig.receive_offloaded(big.frame, big.hdr)
+    whole = sum(g.data == big.frame for g in rig.got)
+    drops = dict(rig.host.driver.counters.drops)
+    return finish(rig, "kvmtool-mrg-rxbuf-num-buffers-early", fixed, whole < 2,
+                  f"{whole} of 2 packets whole; {len(rig.got)} frames handed up, driver "
+                  f"drops {drops}", {"whole": whole, "frames": len(rig.got),
+                                     "driver_drops": drops})
+
+
 BUGS = (
     Bug(
         "firecracker-guest-tso-nack",
@@ -131,6 +147,21 @@ BUGS = (
         "a driver that trusts num_buffers drops all 5 frames (rx-num-buffers-not-one)",
         "Hermit's workaround (quirk ignore-num-buffers): all 5 frames received",
         _hermit_num_buffers,
+    ),
+    Bug(
+        "kvmtool-mrg-rxbuf-num-buffers-early",
+        "kvmtool: mergeable buffers published before num_buffers was final",
+        "kvmtool virtio-net",
+        "https://kernel.googlesource.com/pub/scm/linux/kernel/git/will/kvmtool/+/"
+        "3fea89a924511f9f8fe05a892098fad77c1eca0d",
+        "kvmtool 3fea89a92451 'virtio-net: fix VIRTIO_NET_F_MRG_RXBUF usage in rx thread'",
+        "a device whose header says num_buffers 1 for a packet in several buffers (what "
+        "the guest saw when it looked before kvmtool counted up); MRG_RXBUF, GUEST_CSUM, "
+        "GUEST_TSO4; 2 coalesced 4000-byte packets (3 buffers each)",
+        "no packet arrives whole: each is cut at the first buffer, the other buffers are "
+        "parsed as packets of their own and dropped ('the guest quickly becomes confused')",
+        "num_buffers 3 in the first header: both packets whole",
+        _kvmtool,
     ),
     Bug(
         "openvmm-used-len-overreport",

@@ -67,6 +67,10 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, int]]] = {
     "hermit-mlx5-num-buffers": (
         {"driver_drops": 5, "received": 0}, {"driver_drops": 0, "received": 5},
         {"rx-num-buffers-not-one": 10}),
+    "kvmtool-mrg-rxbuf-num-buffers-early": (
+        {"whole": 0, "frames": 2, "driver_drops": {"rx-gso-type-unknown": 4}},
+        {"whole": 2, "frames": 2, "driver_drops": {}},
+        {"rx-num-buffers-wrong": 2, "rx-gso-type-unknown": 4}),
     "openvmm-used-len-overreport": (
         {"driver_errors": ["used-len-too-large"], "broken": True, "received": 0},
         {"driver_errors": [], "broken": False, "received": 5},
