@@ -4,7 +4,7 @@ wire; at the other end an emulated host — device, our driver, our TCP/IP stack
 guest's peer::
 
     Linux guest ─ QEMU virtio-net-pci ═ vhost-user socket ═ VhostUserNet (our device)
-        ─ wire ─ Host (our device + driver + stack, 10.0.2.2)
+        ─ wire ─ Host (our device + driver + stack, 10.0.2.2 and fd00::2)
 
 Everything runs in this process on one :class:`~testbench.loop.EventLoop` tied to the
 wall clock (:class:`~testbench.realtime.RealTimeRunner`): the bench is the runner's peer,
@@ -39,6 +39,8 @@ from virtio.features import FeatureSet
 MIB = 1 << 20
 GUEST_IP = "10.0.2.15"
 HOST_IP = "10.0.2.2"
+GUEST_IP6 = "fd00::15"
+HOST_IP6 = "fd00::2"
 HOST_MAC = bytes.fromhex("525400000020")
 
 
@@ -76,7 +78,7 @@ class VhostUserBench:
         self.host.attach(self.wire.b)
         self.host.start()
         self.stack: Stack = self.host.add_stack(StackConfig(InterfaceConfig(
-            HOST_MAC, ipv4=f"{host_ip}/24")))
+            HOST_MAC, ipv4=f"{host_ip}/24", ipv6=(f"{HOST_IP6}/64",))))
         self.guest: QemuGuest | None = None
         self.runner = RealTimeRunner(self.loop, self, max_wait_s=0.02)
 

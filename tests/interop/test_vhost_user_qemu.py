@@ -14,7 +14,8 @@ boots again with a device that disagrees with QEMU on the MTU.
   delegated part equals what our device offered minus what the driver declined, and what
   QEMU sent in SET_FEATURES (vhost-user.rst "Front-end message types"), bit for bit;
 - ping both ways (busybox ping; our stack's echo requests);
-- guest → our stack over TCP: the device segmented the guest's TSO packets
+- guest → our stack over TCP, IPv4 then IPv6: the device segmented the guest's TSO4 and
+  TSO6 packets
   (virtio-v1.2 §5.1.6.2: every TX chain the driver handed over is accounted for, a GSO
   chain as the number of segments its payload makes) and the bytes arrived exact;
 - our stack → guest: GUEST_TSO4 + MRG_RXBUF negotiated, the device coalesced segments
@@ -41,7 +42,7 @@ from emulator.net.device import NetDeviceConfig
 from stack.sockets import TcpSocket
 from stack.tcp.connection import TcpState
 from testbench.qemu_guest import guest_unavailable
-from testbench.vhost_user_bench import GUEST_IP, HOST_IP, VhostUserBench
+from testbench.vhost_user_bench import GUEST_IP, GUEST_IP6, HOST_IP, HOST_IP6, VhostUserBench
 from tests.conftest import skip_unless
 from virtio import spec
 from virtio.constants import FeatureBit as F
@@ -67,9 +68,11 @@ QEMU_OWN = FeatureSet.of(
 )
 """What QEMU 7.2's virtio-net-pci (defaults) adds itself and Linux 6.1 accepts."""
 
-PORT_UP, PORT_DOWN = 5001, 5002
+PORT_UP, PORT_DOWN, PORT_UP6 = 5001, 5002, 5003
 UP_LINES = 200_000
-"""The guest sends ``seq 1 200000``: 1,288,895 bytes."""
+"""The guest sends ``seq 1 200000``: 1,288,895 bytes (IPv4)."""
+UP6_LINES = 100_000
+"""Then ``seq 1 100000``: 588,895 bytes (IPv6)."""
 DOWN = bytes((i * 131 + (i >> 8) * 7) & 0xFF for i in range(65_521)) * 24
 """What our stack sends the guest (1,572,504 bytes)."""
 PINGS = 5
@@ -77,11 +80,16 @@ BOOT_S = 60.0
 PHASE_S = 90.0
 
 SCRIPT = f"""
+echo 0 > /proc/sys/net/ipv6/conf/eth0/accept_dad
+ip -6 addr add {GUEST_IP6}/64 dev eth0
 ping -c {PINGS} -W 3 {HOST_IP} | tail -2
 echo VNB:PING $?
 seq 1 {UP_LINES} > /tmp/up
 timeout 60 nc {HOST_IP} {PORT_UP} < /tmp/up
 echo VNB:UP $? $(wc -c < /tmp/up) $(sha256sum < /tmp/up)
+seq 1 {UP6_LINES} > /tmp/up6
+timeout 60 nc {HOST_IP6} {PORT_UP6} < /tmp/up6
+echo VNB:UP6 $? $(wc -c < /tmp/up6) $(sha256sum < /tmp/up6)
 timeout 60 nc -l -p {PORT_DOWN} > /tmp/down &
 sleep 1
 echo VNB:LISTEN
@@ -127,16 +135,17 @@ class Run:
     tx_chains: list[tuple[NetHdr, bytes]] = field(default_factory=list)
     echo_replies: int = 0
     up: bytearray = field(default_factory=bytearray)
+    up6: bytearray = field(default_factory=bytearray)
     down_socket: TcpSocket | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
 
 class Upload:
-    """Our end of guest → stack: accept, read to EOF, close."""
+    """Our end of guest → stack: accept, read to EOF into ``into``, close."""
 
-    def __init__(self, run: Run) -> None:
-        self.listener = run.bench.stack.tcp_listen(PORT_UP)
-        self.run = run
+    def __init__(self, bench: VhostUserBench, port: int, into: bytearray) -> None:
+        self.listener = bench.stack.tcp_listen(port)
+        self.into = into
         self.sock: TcpSocket | None = None
         self.done = False
 
@@ -146,7 +155,7 @@ class Upload:
             if self.sock is None:
                 return False
         data = self.sock.recv()
-        self.run.up += data
+        self.into += data
         if self.sock.eof and not self.done:
             self.sock.close()
             self.done = True
@@ -193,8 +202,8 @@ def run() -> Iterator[Run]:
     with VhostUserBench() as bench:
         r = Run(bench)
         bench.vhost.net.tx_tap = lambda hdr, frame: r.tx_chains.append((hdr, bytes(frame)))
-        upload = Upload(r)
-        bench.host.apps.append(upload)
+        upload, upload6 = Upload(bench, PORT_UP, r.up), Upload(bench, PORT_UP6, r.up6)
+        bench.host.apps += [upload, upload6]
         start = time.monotonic()
         guest = bench.boot(SCRIPT)
         assert bench.wait_marker("READY", BOOT_S) is not None, guest.text[-3000:]
@@ -208,6 +217,9 @@ def run() -> Iterator[Run]:
         t = time.monotonic()
         assert bench.run_until(lambda: upload.done, PHASE_S), guest.text[-3000:]
         r.seconds["up"] = time.monotonic() - t
+        t = time.monotonic()
+        assert bench.run_until(lambda: upload6.done, PHASE_S), guest.text[-3000:]
+        r.seconds["up6"] = time.monotonic() - t
         assert bench.wait_marker("LISTEN", 30.0) is not None, guest.text[-3000:]
         t = time.monotonic()
         sock = connect(bench)
@@ -267,14 +279,17 @@ def test_guest_tso_segmented_by_our_device_data_exact(run: Run) -> None:
     bench = run.bench
     assert bench.guest is not None
     sent = "".join(f"{i}\n" for i in range(1, UP_LINES + 1)).encode()
-    assert len(sent) == 1_288_895
+    sent6 = "".join(f"{i}\n" for i in range(1, UP6_LINES + 1)).encode()
+    assert (len(sent), len(sent6)) == (1_288_895, 588_895)
     assert bench.guest.marker("UP") == f"0 {len(sent)} {hashlib.sha256(sent).hexdigest()} -"
-    assert bytes(run.up) == sent
+    assert bench.guest.marker("UP6") == f"0 {len(sent6)} {hashlib.sha256(sent6).hexdigest()} -"
+    assert bytes(run.up) == sent and bytes(run.up6) == sent6
     counters = bench.vhost.net.counters
     gso = [(h, f) for h, f in run.tx_chains if h.gso_type != GsoType.NONE]
-    assert gso, "the guest sent no TSO packet"
-    assert all(h.gso_type == GsoType.TCPV4 and h.gso_size == 1448 and h.csum_offset == 16
-               for h, _ in gso)
+    # TSO4 and TSO6 with the MSS our stack advertised less the timestamps option (12):
+    # 1500 - 20 - 20 - 12 and 1500 - 40 - 20 - 12, the checksum at TCP offset 16
+    assert {(h.gso_type, h.gso_size, h.csum_offset) for h, _ in gso} == {
+        (GsoType.TCPV4, 1448, 16), (GsoType.TCPV6, 1428, 16)}
     assert counters.tx_gso_packets == len(gso)
     assert counters.tx_chains == counters.tx_packets == len(run.tx_chains)
     assert counters.tx_frames == expected_frames(run.tx_chains) > len(run.tx_chains)
