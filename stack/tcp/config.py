@@ -53,6 +53,9 @@ class TcpConfig:
     tso_win_divisor: int = 3
     """TSO deferral (Linux ``tcp_tso_win_divisor``): with TSO, new data waits for a full
     packet's room or 1/divisor of the window while ACKs are due; 0 turns deferral off."""
+    dsack: bool = True
+    """RFC 2883: report a duplicate segment in the first SACK block of the next ACK (when
+    SACK was negotiated), so the sender can tell a spurious retransmission."""
     limited_transmit: bool = True
     """RFC 3042: on the first and second duplicate ACK, send one new segment each beyond
     cwnd (the receiver's window permitting), so a small window still gets the third

@@ -124,6 +124,8 @@ class TcpConnection:
         self._rcv_fin: int | None = None
         self._fin_received = False
         self._sack_recent: list[tuple[int, int]] = []
+        self._dsack: tuple[int, int] | None = None
+        """A duplicate range to report first in the next ACK's SACK option (RFC 2883)."""
         # Negotiated options.
         self.peer_mss = config.default_mss
         self.window_scaling = False
@@ -463,10 +465,12 @@ class TcpConnection:
     def _options(self, now: int, *, sack: bool = True) -> tuple[TcpOption, ...]:
         ts = TimestampsOption(self._tsval(now), self._ts_recent) if self.ts_enabled else None
         blocks: list[tuple[int, int]] = []
-        if sack and self.sack_enabled and self._rcv.ooo_bytes:
+        if sack and self.sack_enabled and (self._rcv.ooo_bytes or self._dsack is not None):
             limit = MAX_SACK_BLOCKS_WITH_TS if self.ts_enabled else MAX_SACK_BLOCKS
-            blocks = [(sq.wrap(a), sq.wrap(b)) for a, b in
-                      report_blocks(self._rcv.ooo_ranges, self._sack_recent, limit)]
+            ranges = report_blocks(self._rcv.ooo_ranges, self._sack_recent, limit)
+            if self._dsack is not None:  # RFC 2883 §4: the duplicate first
+                ranges = [self._dsack, *ranges[:limit - 1]]
+            blocks = [(sq.wrap(a), sq.wrap(b)) for a, b in ranges]
         return segment_options(ts, blocks)
 
     def _select_window(self) -> int:
@@ -499,6 +503,7 @@ class TcpConnection:
                        flags=flags, window=window, options=options, payload=payload)
 
     def _ack_sent(self) -> None:
+        self._dsack = None  # reported once, in this ACK (RFC 2883 §4 (1))
         self._ack_now = False
         self._read_since_ack = False
         self._delack_at = None
@@ -1075,6 +1080,8 @@ class TcpConnection:
                 return
             if flags & _SYN:
                 self.counters.challenge_acks += 1
+            elif seg.payload:
+                self._note_duplicate(seq, len(seg.payload))
             self._ack_now = True
             if (self.state is TcpState.TIME_WAIT and flags & _FIN
                     and seq + seg_len == self._rcv.rcv_nxt):
@@ -1345,6 +1352,7 @@ class TcpConnection:
 
     def _receive(self, data_seq: int, payload: bytes, now: int) -> None:
         rcv = self._rcv
+        self._note_duplicate(data_seq, len(payload))
         start = max(data_seq, rcv.rcv_nxt)
         end = min(data_seq + len(payload), self._rcv_adv)
         if end <= start:
@@ -1374,6 +1382,14 @@ class TcpConnection:
             self._ack_now = True
         elif self._delack_at is None:
             self._delack_at = now + self.config.delayed_ack_ns
+
+    def _note_duplicate(self, seq: int, length: int) -> None:
+        """RFC 2883: data below RCV.NXT that we already had — a retransmission the sender
+        need not have made, or a duplicate from the network — goes into a D-SACK block."""
+        rcv_nxt = self._rcv.rcv_nxt
+        if seq < rcv_nxt and self.sack_enabled and self.config.dsack:
+            self._dsack = (seq, min(seq + length, rcv_nxt))
+            self.counters.dsacks_out += 1
 
     def _process_fin(self, now: int) -> None:
         self._rcv.rcv_nxt += 1

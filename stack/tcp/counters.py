@@ -38,6 +38,8 @@ class TcpCounters:
     challenge_acks: int = 0
     """RFC 5961 challenge ACKs (in-window RST not at RCV.NXT, SYN in a synchronized
     state)."""
+    dsacks_out: int = 0
+    """Duplicate segments reported in a D-SACK block (RFC 2883)."""
     limited_transmits: int = 0
     """New segments sent beyond cwnd on the first two duplicate ACKs (RFC 3042)."""
     ecn_ce_in: int = 0

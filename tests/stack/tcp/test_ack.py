@@ -4,7 +4,7 @@ for out-of-order data and hole filling, SACK blocks (RFC 2018 §4)."""
 from __future__ import annotations
 
 from stack.tcp.config import TcpConfig
-from tests.stack.tcp.peer import ACK, MS, SEC, established, sack_of, segments
+from tests.stack.tcp.peer import ACK, MASK, MS, SEC, established, sack_of, segments
 
 T0 = SEC
 FULL = 1448
@@ -104,3 +104,45 @@ def test_window_update_when_the_application_reads() -> None:
     conn.recv(4000)
     [update] = segments(conn.poll(T0 + 2))
     assert update.window == 5000 and update.ack == 900_001 + 10_000
+
+
+def test_a_duplicate_segment_is_reported_in_a_dsack_block_once() -> None:
+    """RFC 2883 §4: the first SACK block of the next ACK reports the duplicate range
+    (here below the cumulative ACK); the ACK after that has none."""
+    conn, peer = established(now=SEC)
+    first = peer.send(SEC, ACK, b"a" * FULL)
+    peer.send(SEC, ACK, b"b" * FULL)
+    [ack] = peer.take(conn.poll(SEC))  # two full-sized segments: the ACK goes at once
+    assert sack_of(ack) == ()
+    conn.on_segment(first, SEC + MS)  # the first one again: a duplicate
+    [dup_ack] = peer.take(conn.poll(SEC + MS))
+    assert sack_of(dup_ack) == ((first.seq, (first.seq + FULL) & MASK),)
+    assert dup_ack.ack == (first.seq + 2 * FULL) & MASK
+    assert conn.counters.dsacks_out == 1
+    peer.send(SEC + 2 * MS, ACK, b"c" * FULL)
+    peer.send(SEC + 2 * MS, ACK, b"d" * FULL)
+    [later] = peer.take(conn.poll(SEC + 2 * MS))
+    assert sack_of(later) == ()
+
+
+def test_a_dsack_goes_first_before_the_out_of_order_blocks() -> None:
+    conn, peer = established(now=SEC)
+    first = peer.send(SEC, ACK, b"a" * 500)
+    conn.poll(SEC + 50 * MS)
+    hole = peer.nxt
+    peer.nxt = (peer.nxt + 500) & MASK  # 500 bytes lost
+    peer.send(SEC + 60 * MS, ACK, b"c" * 500)  # out of order
+    conn.poll(SEC + 60 * MS)
+    conn.on_segment(first, SEC + 70 * MS)
+    [ack] = peer.take(conn.poll(SEC + 70 * MS))
+    ooo = ((hole + 500) & MASK, (hole + 1000) & MASK)
+    assert sack_of(ack) == ((first.seq, (first.seq + 500) & MASK), ooo)
+
+
+def test_no_dsack_without_sack() -> None:
+    conn, peer = established(now=SEC, sack=False)
+    first = peer.send(SEC, ACK, b"a" * 500)
+    conn.poll(SEC + 50 * MS)
+    conn.on_segment(first, SEC + 60 * MS)
+    [ack] = peer.take(conn.poll(SEC + 60 * MS))
+    assert sack_of(ack) == () and conn.counters.dsacks_out == 0
