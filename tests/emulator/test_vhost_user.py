@@ -408,3 +408,23 @@ def test_a_disabled_ring_waits_for_enable(bench: Bench) -> None:
             assert fe.ack(m.Request.SET_VRING_ENABLE, m.vring_state(index, 1)) == 0
         bench.serve()
         assert (bench.vhost.port.held, rx.used_idx, tx.used_idx, len(bench.far)) == (0, 1, 1, 1)
+
+
+def test_calls_follow_each_rings_event_index(bench: Bench) -> None:
+    """EVENT_IDX (virtio-v1.2 §2.7.7): the receive ring's used_event lies far ahead, so
+    placing a frame there calls nobody; a transmit completion then calls the transmit
+    ring only, not the receive ring whose used index also moved."""
+    with bench.frontend() as fe:
+        rx, tx = started(bench, fe)
+        for _ in range(45):
+            rx.add_chain(writable=[1526])
+        rx.set_used_event(100)
+        fe.kick(RX)
+        frame = bytes.fromhex("525400000001525400000002" "88b5") + bytes(100)
+        bench.wire.b.send(frame)
+        bench.serve()
+        assert rx.used_idx == 1 and fe.calls_of(RX) == 0
+        tx.set_used_event(0)
+        tx.add_chain([NetHdr().emit(12) + frame])
+        fe.kick(TX)
+        assert (fe.calls_of(TX), fe.calls_of(RX), bench.vhost.calls_suppressed) == (1, 0, 1)

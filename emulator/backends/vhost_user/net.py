@@ -34,10 +34,13 @@ from emulator.core import DeviceCore
 from emulator.monitor import Monitor
 from emulator.net.device import NetDevice, NetDeviceConfig
 from emulator.profiles import get_profile
-from virtio.constants import FeatureBit, Status
+from emulator.virtqueue import DeviceQueue
+from virtio.constants import AvailFlag, FeatureBit, Status
+from virtio.errors import GuestMemoryError
 from virtio.features import FeatureSet
 from virtio.layouts import SplitRingGeometry
 from virtio.memory import GuestMemory
+from virtio.ring import vring_need_event
 
 F = FeatureBit
 
@@ -196,6 +199,9 @@ class VhostUserNet:
         self.stops = 0
         self.negotiated = FeatureSet()
         self.err_signals = 0
+        self.calls_suppressed = 0
+        """Rings whose used index moved in a batch that notified another ring, skipped
+        because their driver suppressed notifications."""
 
     @property
     def running(self) -> bool:
@@ -288,10 +294,31 @@ class VhostUserNet:
                 if ring.err is not None and ring.err.signal():
                     self.err_signals += 1
             return
+        # The device decided that a queue needs a used buffer notification; the call goes
+        # to each ring whose used index moved and whose driver wants one (§2.7.7), so a
+        # ring with notifications suppressed gets no spurious call.
         for ring in self.rings:
             q = core.queue(ring.index)
             if q is None or q.used_idx == ring.signalled_used:
                 continue
+            old = ring.signalled_used if ring.signalled_used is not None else q.used_idx
             ring.signalled_used = q.used_idx
+            if not _wants_call(q, core.memory, old):
+                self.calls_suppressed += 1
+                continue
             if ring.call is not None and ring.call.signal():
                 ring.calls += 1
+
+
+def _wants_call(q: DeviceQueue, memory: GuestMemory, old: int) -> bool:
+    """Whether the driver wants a used buffer notification for ``q``'s entries since
+    used index ``old`` (virtio-v1.2 §2.7.7: with EVENT_IDX, whether ``used_event`` was
+    crossed; otherwise unless NO_INTERRUPT is set). An unreadable ring: yes (the device
+    records the broken ring itself)."""
+    try:
+        if q.event_idx:
+            used_event = memory.read_u16(q.avail_addr + q.geometry.used_event)
+            return vring_need_event(used_event, q.used_idx, old)
+        return not memory.read_u16(q.avail_addr) & AvailFlag.NO_INTERRUPT
+    except GuestMemoryError:
+        return True
