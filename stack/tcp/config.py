@@ -41,6 +41,11 @@ class TcpConfig:
     connection times out (Linux tcp_retries2)."""
     time_wait_ns: int = 60_000_000_000
     """2*MSL (Linux TCP_TIMEWAIT_LEN)."""
+    fin_wait2_timeout_ns: int | None = 60_000_000_000
+    """How long a connection the application closed waits in FIN-WAIT-2 for the peer's
+    FIN before it is reset (Linux ``tcp_fin_timeout``; RFC 9293 sets no limit, and a
+    peer that never closes would hold the state forever). None: wait for ever. A
+    connection only shut down for sending (half-close) waits regardless."""
     keepalive_idle_ns: int | None = None
     """RFC 9293 §3.8.4; None: no keep-alives."""
     keepalive_interval_ns: int = 75_000_000_000
@@ -89,6 +94,8 @@ class TcpConfig:
             raise ValueError("need 0 < rto_min_ns <= rto_initial_ns <= rto_max_ns")
         if self.delayed_ack_ns <= 0 or self.time_wait_ns < 0 or self.keepalive_interval_ns <= 0:
             raise ValueError("timer values must be positive")
+        if self.fin_wait2_timeout_ns is not None and self.fin_wait2_timeout_ns <= 0:
+            raise ValueError("fin_wait2_timeout_ns must be positive")
         if self.keepalive_idle_ns is not None and self.keepalive_idle_ns <= 0:
             raise ValueError("keepalive_idle_ns must be positive")
         if self.syn_retries < 0 or self.data_retries < 0 or self.keepalive_probes < 1:

@@ -175,6 +175,7 @@ class TcpConnection:
         self._delack_at: int | None = None
         self._persist_at: int | None = None
         self._time_wait_at: int | None = None
+        self._fin_wait2_at: int | None = None
         self._persist_backoff = 0
         self._probes_unanswered = 0
         self._probe_outstanding = False
@@ -381,6 +382,13 @@ class TcpConnection:
             self.abort(now)
             return
         self.shutdown(now)
+        self._arm_fin_wait2(now)
+
+    def _arm_fin_wait2(self, now: int) -> None:
+        timeout = self.config.fin_wait2_timeout_ns
+        if (self.state is TcpState.FIN_WAIT_2 and self._rd_closed and timeout is not None
+                and self._fin_wait2_at is None):
+            self._fin_wait2_at = now + timeout
 
     def abort(self, now: int) -> None:
         """RFC 9293 ABORT (§3.10.5): send a RST where the peer has state, then CLOSED."""
@@ -396,7 +404,8 @@ class TcpConnection:
         if self.state is TcpState.CLOSED:
             return None
         times = [t for t in (self._rto_at, self._delack_at, self._persist_at,
-                             self._time_wait_at, self._keepalive_at()) if t is not None]
+                             self._time_wait_at, self._fin_wait2_at, self._keepalive_at())
+                 if t is not None]
         return min(times) if times else None
 
     def _keepalive_at(self) -> int | None:
@@ -433,6 +442,12 @@ class TcpConnection:
 
     def _run_timers(self, now: int, out: list[Outgoing]) -> None:
         if self._time_wait_at is not None and now >= self._time_wait_at:
+            self._to_closed()
+            return
+        if self._fin_wait2_at is not None and now >= self._fin_wait2_at:
+            # Linux tcp_keepalive_timer for an orphaned FIN-WAIT-2: reset and forget.
+            self.counters.fin_wait2_timeouts += 1
+            self._queue_rst(self.snd_max, self._rcv.rcv_nxt)
             self._to_closed()
             return
         if self._rto_at is not None and now >= self._rto_at:
@@ -1214,6 +1229,7 @@ class TcpConnection:
         if fin_acked:
             if state is TcpState.FIN_WAIT_1:
                 self.state = TcpState.FIN_WAIT_2
+                self._arm_fin_wait2(now)
             elif state is TcpState.CLOSING:
                 self._enter_time_wait(now)
             elif state is TcpState.LAST_ACK:
@@ -1410,6 +1426,7 @@ class TcpConnection:
 
     def _enter_time_wait(self, now: int) -> None:
         self.state = TcpState.TIME_WAIT
+        self._fin_wait2_at = None
         self._time_wait_at = now + self.config.time_wait_ns
         self._rto_at = None
         self._persist_at = None
@@ -1421,6 +1438,7 @@ class TcpConnection:
         self._delack_at = None
         self._persist_at = None
         self._time_wait_at = None
+        self._fin_wait2_at = None
         self._ack_now = False
         self._fast_rtx = False
 

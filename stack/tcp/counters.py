@@ -30,6 +30,8 @@ class TcpCounters:
     """Times new data waited for a larger TSO packet (Linux tcp_tso_should_defer)."""
     zero_window_probes: int = 0
     keepalives: int = 0
+    fin_wait2_timeouts: int = 0
+    """Closed connections reset after waiting ``fin_wait2_timeout_ns`` for the peer's FIN."""
     resets_in: int = 0
     resets_out: int = 0
     out_of_order_segments: int = 0

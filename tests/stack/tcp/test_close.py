@@ -144,3 +144,55 @@ def test_close_before_established() -> None:
     conn.shutdown(T0)
     conn.shutdown(T0)  # idempotent
     assert conn.state is TcpState.FIN_WAIT_1
+
+
+def test_a_closed_connection_gives_up_fin_wait_2_after_the_timeout() -> None:
+    """Linux tcp_fin_timeout: after close() (not a half-close) a peer that never sends
+    its FIN does not hold the connection for ever: after 60 s it is reset."""
+    conn, peer = established(now=T0)
+    conn.close(T0)
+    [fin] = segments(conn.poll(T0))
+    peer.rcv = (fin.seq + 1) & 0xFFFFFFFF
+    peer.send(T0 + 1000, ACK)
+    assert conn.state is TcpState.FIN_WAIT_2
+    assert conn.next_deadline() == T0 + 1000 + 60 * SEC
+    assert conn.poll(T0 + 1000 + 60 * SEC - 1) == []
+    [rst] = segments(conn.poll(T0 + 1000 + 60 * SEC))
+    assert (rst.seq, rst.ack, rst.flags) == (1002, 900_001, RST | ACK)
+    assert conn.state is TcpState.CLOSED and conn.counters.fin_wait2_timeouts == 1
+    assert conn.next_deadline() is None
+
+
+def test_a_half_closed_connection_waits_in_fin_wait_2() -> None:
+    conn, peer = established(now=T0)
+    conn.shutdown(T0)
+    [fin] = segments(conn.poll(T0))
+    peer.rcv = (fin.seq + 1) & 0xFFFFFFFF
+    peer.send(T0 + 1000, ACK)
+    assert conn.state is TcpState.FIN_WAIT_2 and conn.next_deadline() is None
+    peer.send(T0 + 120 * SEC, ACK | PSH, b"still talking")
+    assert conn.recv() == b"still talking" and conn.state is TcpState.FIN_WAIT_2
+
+
+def test_the_fin_wait_2_timer_stops_when_the_fin_comes() -> None:
+    conn, peer = established(TcpConfig(fin_wait2_timeout_ns=5 * SEC), now=T0)
+    conn.close(T0)
+    [fin] = segments(conn.poll(T0))
+    peer.rcv = (fin.seq + 1) & 0xFFFFFFFF
+    peer.send(T0 + 1000, ACK)
+    assert conn.next_deadline() == T0 + 1000 + 5 * SEC
+    peer.send(T0 + 2 * SEC, FIN | ACK)
+    assert conn.state is TcpState.TIME_WAIT
+    assert conn.next_deadline() == T0 + 2 * SEC + 60 * SEC
+
+
+def test_close_after_a_half_close_starts_the_fin_wait_2_timer() -> None:
+    conn, peer = established(now=T0)
+    conn.shutdown(T0)
+    [fin] = segments(conn.poll(T0))
+    peer.rcv = (fin.seq + 1) & 0xFFFFFFFF
+    peer.send(T0 + 1000, ACK)
+    assert conn.next_deadline() is None
+    conn.close(T0 + 5 * SEC)
+    assert conn.state is TcpState.FIN_WAIT_2
+    assert conn.next_deadline() == T0 + 65 * SEC
