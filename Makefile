@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.segmentation
 	$(BIN)/python -m benchmarks.coalescing
 	$(BIN)/python -m benchmarks.goodput
+	$(BIN)/python -m benchmarks.matrix
 
 venv: $(STAMP)
 

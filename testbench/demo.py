@@ -99,9 +99,11 @@ def run_demo(options: DemoOptions = DemoOptions()) -> dict[str, Any]:
     return report
 
 
-def _memory_needed(options: DemoOptions) -> int:
-    """Guest memory a receiver needs: big buffers (no MRG_RXBUF) take 64 KB each."""
-    per_buffer = 1600 if options.mrg_rxbuf else BIG_PACKET + 64
+def _memory_needed(options: DemoOptions, offered: FeatureSet) -> int:
+    """Guest memory a receiver needs: big buffers (no MRG_RXBUF, asked for or offered)
+    take 64 KB each."""
+    mergeable = options.mrg_rxbuf and F.MRG_RXBUF in offered
+    per_buffer = 1600 if mergeable else BIG_PACKET + 64
     return options.queue_pairs * options.queue_size * (per_buffer + 1600) + 4 * MIB
 
 
@@ -117,7 +119,7 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
     device_cfg = NetDeviceConfig(profile=options.profile, max_queue_pairs=pairs)
     memory = options.memory_size
     if memory is None:
-        memory = max(8 * MIB, _memory_needed(options))
+        memory = max(8 * MIB, _memory_needed(options, device_cfg.features))
     pair: Pair = make_pair(
         loop,
         a=HostConfig("a", bytes.fromhex("525400000001"), memory, device_cfg, driver_cfg),
@@ -126,7 +128,11 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
         capture=capture,
     )
     a, b = pair.a, pair.b
-    if options.strangers:  # B stops accepting every unicast frame (§5.1.6.5.1)
+    # B stops accepting every unicast frame (§5.1.6.5.1) — when its device has a
+    # receive filter to switch (CTRL_RX; a firecracker device has none): otherwise
+    # frames to a stranger would reach B, so none are sent.
+    strangers_sent = options.strangers if F.CTRL_RX in b.driver.negotiated else 0
+    if strangers_sent:
         b.driver.set_rx_mode(RxCmd.PROMISC, False)
     a_to_b = Stream(
         1, a.driver.mac, b.driver.mac, frame_sizes(options.frames, options.seed), options.seed
@@ -138,7 +144,7 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
     b.on_frames = checkers["a_to_b"].check
     a.on_frames = checkers["b_to_a"].check
     strangers = [build_frame(STRANGER, a.driver.mac, EtherType.LOCAL_EXPERIMENTAL_1,
-                             n.to_bytes(4, "big") + bytes(56)) for n in range(options.strangers)]
+                             n.to_bytes(4, "big") + bytes(56)) for n in range(strangers_sent)]
     for frame in strangers:
         a.driver.transmit(frame)
     a.driver.flush()
@@ -177,7 +183,7 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
         "mismatches": mismatches,
         "streams": {name: c.as_dict() for name, c in checkers.items()},
         "tcp": tcp,
-        "strangers_sent": options.strangers,
+        "strangers_sent": strangers_sent,
         "hosts": {"a": _host_report(a), "b": _host_report(b)},
         "wire": {"a_to_b": pair.wire.a.counters.as_dict(), "b_to_a": pair.wire.b.counters.as_dict()},
         "virtual_time_ns": frames_done_ns,

@@ -14,8 +14,7 @@ from emulator.backends.wire import FaultConfig
 from testbench.host import Pair
 from testbench.matrix.cells import OFFLOADS, Cell
 from testbench.matrix.workloads import run_udp
-from testbench.tcp_bulk import RX_BUFFER_SIZE, run_bulk, stack_pair
-from virtio.constants import FeatureBit as F
+from testbench.tcp_bulk import run_bulk, stack_pair
 from virtio.errors import VirtioError
 
 __all__ = ["COLUMNS", "WALL_COLUMNS", "ProgressBar", "run_cell", "run_cells"]
@@ -48,11 +47,9 @@ def run_cell(cell: Cell) -> dict[str, Any]:
                profile=cell.profile, seed=cell.seed, exact=False)
     faults = FaultConfig(loss=cell.loss) if cell.loss else None
     try:
-        # page-sized buffers only when they are mergeable: a big packet needs a whole
-        # 65,589-byte buffer without MRG_RXBUF (§5.1.6.3.1), the driver's default then
-        mergeable = F.MRG_RXBUF in cell.wanted
+        # stack_pair posts page-sized buffers only when they are mergeable
         p = stack_pair("tso", wanted=cell.wanted, profile=cell.profile, seed=cell.cell_seed,
-                       faults=faults, rx_buffer_size=RX_BUFFER_SIZE if mergeable else None)
+                       faults=faults)
         _run_workload(p, cell, row)
     except (VirtioError, ValueError, OSError) as exc:
         row["error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")

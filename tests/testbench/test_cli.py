@@ -112,3 +112,14 @@ def test_demo_writes_a_capture_tshark_reads(tmp_path: Path, capsys: pytest.Captu
     assert warnings == []
     names = proc.stdout.split()
     assert (names.count("driver→device"), names.count("wire")) == (30, 60)
+
+
+def test_demo_on_a_device_without_a_receive_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    """The firecracker profile offers no CTRL_RX: B has no filter to switch, so no
+    frames go to a stranger, and everything else arrives exact."""
+    assert main(["demo", "--json", "--profile", "firecracker", "--frames", "30",
+                 "--tcp-bytes", "256K"]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["strangers_sent"] == 0 and report["mismatches"] == 0
+    assert "CTRL_RX" not in report["hosts"]["b"]["negotiated"]
+    assert report["tcp"]["exact"] is True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +53,17 @@ def test_capture_into_a_missing_directory_is_one_line(
     assert main(["capture", "--out", str(out), "--frames", "1", "--tcp-bytes", "0"]) == EXIT_ERROR
     assert capsys.readouterr().err == (
         f"vnetbench capture: error: [Errno 2] No such file or directory: '{out}'\n")
+
+
+def test_a_reader_that_stops_early_is_no_error() -> None:
+    """``vnetbench bugs list | head -1``: output into a pipe nobody reads any more ends
+    the command quietly, exit status 0, no traceback. (The reading end is closed before
+    the command writes, so its first write fails with EPIPE.)"""
+    proc = subprocess.Popen([sys.executable, "-m", "testbench.cli", "bugs", "list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=60) == 0
+    assert err == b""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -146,18 +145,3 @@ def test_errors_are_one_line(
     assert main(["matrix", "--out", str(tmp_path / "out"), *args]) == EXIT_ERROR
     err = capsys.readouterr().err
     assert err.startswith(f"vnetbench matrix: error: {message}") and err.count("\n") == 1
-
-
-@pytest.mark.slow
-def test_sixty_four_bulk_cells_in_under_two_minutes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    started = time.perf_counter()
-    assert main(["matrix", "--features", "all", "--workloads", "bulk4,bulk6", "--profiles",
-                 "strict,linux,qemu,firecracker", "--size", "2M", "--quiet",
-                 "--out", str(tmp_path)]) == EXIT_OK
-    elapsed = time.perf_counter() - started
-    assert elapsed < 120, f"64 cells took {elapsed:.1f} s"
-    rows = list(csv.DictReader((tmp_path / "matrix.csv").read_text().splitlines()))
-    assert len(rows) == 64 and all(r["exact"] == "True" and r["violations"] == "0" for r in rows)
-    assert "64 cells in " in capsys.readouterr().out
