@@ -20,7 +20,9 @@ Fixtures (all opt-in; a test that uses none is not touched):
 
 Command line: ``--vnet-profile strict,linux`` and ``--vnet-features tso --vnet-features
 csum`` rerun every test that uses the fixtures once per profile / accepted feature set;
-``--vnet-pcap-dir DIR`` puts captures there instead of the test's tmp_path.
+``--vnet-pcap-dir DIR`` puts captures there instead of the test's tmp_path;
+``--vnet-matrix`` and ``--vnet-matrix-out`` belong to the matrix suite
+(testbench/matrix/pytest_matrix.py).
 """
 
 from __future__ import annotations
@@ -51,6 +53,9 @@ from virtio.errors import VirtioError
 from virtio.memory import GuestMemory
 
 __all__ = ["VnetConfig", "VnetDevice"]
+
+pytest_plugins = ["testbench.matrix.pytest_matrix"]
+"""The matrix suite's options and record writer (testbench/matrix/suite.py)."""
 
 MARKER = "vnet"
 

@@ -135,6 +135,7 @@ def test_without_matplotlib_plots_are_skipped_in_one_line(
         (["--workloads", "bulk4,bogus"],
          "unknown workload 'bogus'; known: bulk4, bulk6, small, udp"),
         (["--base", "csum"], "--base goes with --subsets"),
+        (["--features", "tso", "--subsets", "CSUM"], "--features and --subsets exclude each other"),
         (["--subsets", "CSUM,GUEST_TS04"], "unknown feature 'GUEST_TS04' (did you mean GUEST_TSO4?)"),
         (["--profiles", "strict,strikt"], "unknown device profile 'strikt'; known profiles: "),
     ],
