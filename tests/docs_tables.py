@@ -104,9 +104,10 @@ def render(text: str) -> str:
     ValueError when a block is missing."""
     for name, make in TABLES.items():
         pattern = re.compile(rf"(<!-- generated: {name} -->\n).*?(<!-- end: {name} -->)", re.S)
-        if not pattern.search(text):
+        m = pattern.search(text)
+        if m is None:
             raise ValueError(f"{DOC}: no generated block {name!r}")
-        text = pattern.sub(lambda m, make=make: f"{m.group(1)}{make()}\n{m.group(2)}", text)
+        text = f"{text[:m.start()]}{m.group(1)}{make()}\n{m.group(2)}{text[m.end():]}"
     return text
 
 
