@@ -606,24 +606,26 @@ def test_ecn_with_the_kernel_both_ways(family: Family) -> None:
     ECE and CWR and we answer with ECE. Both ends then have ECN on (the kernel's
     TCP_INFO says TCPI_OPT_ECN), its new data reaches us as ECT(0) — our device's
     segmentation and coalescing keep the IP ECN field — and 8 MB go each way exact."""
+    setup_flags = TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE | TcpFlags.CWR
     ex = kernel_server_exchange(family, TSO_STRICT, ecn=True)
-    check_exchange(ex, family, TSO_STRICT, final=TcpState.TIME_WAIT)
-    assert ex.syn.flags & (TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE | TcpFlags.CWR) == (
-        TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE)
-    assert ex.bulk.sock.conn.ecn_enabled
-    info = ex.report["tcp_info"]
-    assert isinstance(info, dict) and info["options"] & TCPI_OPT_ECN
+    info = check_ecn_exchange(ex, family, final=TcpState.TIME_WAIT)
+    assert ex.syn.flags & setup_flags == TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE
     # ECT(0) on its data, Not-ECT only on retransmissions (RFC 3168 §6.1.5)
     assert ex.ours.spy.ecn.get(Ecn.ECT0, 0) > 0
     assert ex.ours.spy.ecn.get(Ecn.NOT_ECT, 0) <= info["total_retrans"]
 
     ex = kernel_client_exchange(family, TSO_STRICT, ecn=True)
-    check_exchange(ex, family, TSO_STRICT, final=TcpState.CLOSED)
-    assert ex.syn.flags & (TcpFlags.SYN | TcpFlags.ACK | TcpFlags.ECE | TcpFlags.CWR) == (
-        TcpFlags.SYN | TcpFlags.ECE | TcpFlags.CWR)
+    check_ecn_exchange(ex, family, final=TcpState.CLOSED)
+    assert ex.syn.flags & setup_flags == TcpFlags.SYN | TcpFlags.ECE | TcpFlags.CWR
+
+
+def check_ecn_exchange(ex: Exchange, family: Family, *, final: TcpState) -> dict[str, int]:
+    """The exchange checks, and both ends agreed on ECN; the kernel's TCP_INFO."""
+    check_exchange(ex, family, TSO_STRICT, final=final)
     assert ex.bulk.sock.conn.ecn_enabled
     info = ex.report["tcp_info"]
     assert isinstance(info, dict) and info["options"] & TCPI_OPT_ECN
+    return info
 
 
 # -- path MTU discovery through a Linux router ------------------------------------------
@@ -635,10 +637,11 @@ V6_ROUTED = Family("ipv6-routed", "fd00::1", "fd01::2", 1440)
 @contextmanager
 def routed_kernel_peer() -> Iterator[tuple[Netns, TapDevice]]:
     """The kernel server one router away: namespace R holds our tap (10.0.0.2,
-    fd00::2) and forwards to namespace S (10.1.0.2, fd01::2) over a veth whose R end has
-    MTU 1280 while S's end has 1500 — so S advertises a 1460/1440 MSS and our
-    full-sized segments only find out at R, which answers "fragmentation needed" /
-    "packet too big" (ICMP rate limits off in R)."""
+    fd00::2) and forwards to namespace S (10.1.0.2, fd01::2) over a 1500-byte veth, but
+    its route toward S carries a locked MTU of 1280 — so S advertises a 1460/1440 MSS
+    and our full-sized segments only find out at R, which answers "fragmentation
+    needed" / "packet too big" (ICMP rate limits off in R). (A veth end with a smaller
+    MTU than its peer's would instead drop S's full-sized replies without a word.)"""
     with Netns("vnb-rtr-") as r, Netns("vnb-srv-") as srv, \
             TapDevice(unique_name("vtr"), vnet_hdr_size=12) as tap:
         for ns in (r, srv):
@@ -656,12 +659,15 @@ def routed_kernel_peer() -> Iterator[tuple[Netns, TapDevice]]:
         r.ip("-6", "addr", "add", "fd00::2/64", "dev", tap.name, "nodad")
         r.ip("link", "set", "dev", tap.name, "up")
         near, far = unique_name("vrt"), unique_name("vsv")
-        r.ip("link", "add", near, "mtu", str(BOTTLENECK_MTU), "type", "veth", "peer", "name",
-             far, "mtu", "1500")
+        r.ip("link", "add", near, "type", "veth", "peer", "name", far)
         r.ip("link", "set", "dev", far, "netns", srv.name)
         r.ip("addr", "add", "10.1.0.1/24", "dev", near)
         r.ip("-6", "addr", "add", "fd01::1/64", "dev", near, "nodad")
         r.ip("link", "set", "dev", near, "up")
+        # the bottleneck: forwarding honours a locked route MTU (ip_dst_mtu_maybe_forward)
+        r.ip("route", "add", "10.1.0.2/32", "dev", near, "mtu", "lock", str(BOTTLENECK_MTU))
+        r.ip("-6", "route", "add", "fd01::2/128", "dev", near, "mtu", "lock",
+             str(BOTTLENECK_MTU))
         srv.ip("addr", "add", "10.1.0.2/24", "dev", far)
         srv.ip("-6", "addr", "add", "fd01::2/64", "dev", far, "nodad")
         srv.ip("link", "set", "dev", far, "up")
