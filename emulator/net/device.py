@@ -85,6 +85,13 @@ RX_OFFLOADS = FeatureSet.of(
 )
 MULTIQUEUE = FeatureSet.of(F.MQ, F.RSS)
 BIG_RX = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_USO4, F.GUEST_USO6)
+BIG_RX_BUFFERS = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_USO4,
+                               F.GUEST_USO6)
+"""Without MRG_RXBUF, any of these makes the driver post buffers for the largest packet:
+BIG_PACKET bytes after the header (§5.1.6.3, as v1.3 words it with USO), else
+SMALL_PACKET."""
+BIG_PACKET = 65550
+SMALL_PACKET = 1514
 """Either puts the control queue after all ``max_virtqueue_pairs`` pairs (§5.1.2)."""
 MAX_QUEUE_PAIRS = 0x8000
 """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX (§5.1.6.5.6)."""
@@ -1018,23 +1025,37 @@ class NetDevice:
                 self._rx_waiting[q.index // 2] = len(chains) < q.size
                 counters.drop("rx-no-buffer")
                 return False
+            # Whose fault: a buffer below what §5.1.6.3.1 asks for the negotiated features
+            # (with MTU, a whole MTU-sized frame, §5.1.4.2) is the driver's; a packet too
+            # big for a buffer that meets it is the device's (it sent more than the
+            # driver accepted, §5.1.6.4.1).
+            size = chains[0].writable_len
+            largest = SMALL_PACKET
+            if negotiated & BIG_RX_BUFFERS:
+                largest = BIG_PACKET
+            elif self._rx_mtu_limit:
+                largest = max(SMALL_PACKET, self.config.mtu + HEADER_LEN)
+            if size >= hsize + largest:
+                who, rule, section = DEVICE, "rx-packet-too-large", spec.NET_RX_DEVICE
+            else:
+                who, rule, section = DRIVER, "rx-buffer-too-small", spec.NET_RX_BUFFERS_DRIVER
             retry = self.profile.rx_oversize_retry_ns
             if retry and self.call_later is not None:
                 # the profile's bug: keep the frame and try again, forever
                 counters.rx_oversize_retries += 1
                 if counters.rx_oversize_retries == 1:
-                    self._violation("rx-buffer-too-small", spec.NET_RX_BUFFERS_DRIVER,
-                                    f"receive buffer of {chains[0].writable_len} bytes "
+                    self._violation(rule, section,
+                                    f"receive buffer of {size} bytes "
                                     f"cannot hold a {len(frame)}-byte frame: retried",
-                                    action="retried", queue=q.index, packet=frame)
+                                    action="retried", queue=q.index, packet=frame, who=who)
                 self.call_later(retry, lambda: self._deliver(core, q, frame, hdr))
                 return True
-            counters.drop("rx-buffer-too-small")
-            self._violation("rx-buffer-too-small", spec.NET_RX_BUFFERS_DRIVER,
-                            f"receive buffer of {chains[0].writable_len} bytes cannot hold "
+            counters.drop(rule)
+            self._violation(rule, section,
+                            f"receive buffer of {size} bytes cannot hold "
                             f"a {len(frame)}-byte frame and its {hsize}-byte header",
                             action="dropped", queue=q.index,
-                            descriptor=chains[0].head, packet=frame)
+                            descriptor=chains[0].head, packet=frame, who=who)
             return False
         # §5.1.6.4.1: num_buffers is 1 without MRG_RXBUF (the 10-byte legacy header has
         # none); flags and gso fields as the coalescer decided (all 0 without offloads).

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from driver.net import BIG_PACKET, DEFAULT_WANTED, DriverConfig, check_rx_header
 from emulator.backends.recorder import Recorder
-from emulator.monitor import DRIVER
+from emulator.monitor import DEVICE, DRIVER
 from emulator.net.device import NetDeviceConfig
 from emulator.offload import segment
 from emulator.profiles import STRICT
@@ -703,6 +703,23 @@ def test_a_buffer_too_small_for_the_frame_is_a_driver_violation() -> None:
     assert "1000" in records[0].detail and "989" in records[0].detail
     assert "1514" in records[1].detail
     assert [r.data for r in release()] == [frames[0], frames[3]]
+
+
+def test_a_frame_too_big_for_a_spec_sized_buffer_is_the_device_s_fault() -> None:
+    """The driver posted what §5.1.6.3.1 asks (1526 bytes: header + 1514) and negotiated
+    no MTU; a VLAN-tagged 1518-byte frame the device admits (§5.1.6.3.1 leaves room for a
+    tag in its limit) does not fit: dropped, and the record blames the device, which
+    sent more than the driver was told to expect (§5.1.6.4.1) — not the driver."""
+    host = lone_host(Setup("small/1526", SMALL - FeatureSet.of(F.MTU), rx_buffer_size=1526))
+    release = hold_interrupts(host)
+    tagged = raw_frame(1514, salt=1)
+    tagged = tagged[:12] + b"\x81\x00\x00\x05" + tagged[12:]
+    assert host.device.receive(tagged) is False
+    assert rx_counters(host) == expect_counters(drops={"rx-packet-too-large": 1})
+    (rec,) = host.monitor.records
+    assert (rec.who, rec.rule, rec.reference, rec.action) == (
+        DEVICE, "rx-packet-too-large", str(spec.NET_RX_DEVICE), "dropped")
+    assert release() == []
 
 
 @pytest.mark.parametrize(("spare", "placed_ok"), [(0, True), (-1, False)])

@@ -59,7 +59,7 @@ EXPECTED: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, int]]] = {
     "firecracker-guest-tso-nack": (
         {"retries": 2001, "received": 0, "device_records": 1, "stalled": True},
         {"retries": 0, "received": 14, "device_records": 0},
-        {"rx-offload-not-negotiated": 1, "rx-buffer-too-small": 1}),
+        {"rx-offload-not-negotiated": 1, "rx-packet-too-large": 1}),
     # recorded by the device (it knows it breaks the rule) and caught by the driver
     "firecracker-num-buffers-zero": (
         {"driver_drops": 5, "received": 0}, {"driver_drops": 0, "received": 5},
