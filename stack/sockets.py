@@ -45,12 +45,18 @@ class TcpSocket:
     def counters(self) -> object:
         return self.conn.counters
 
-    def send(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue bytes for sending; how many were taken (the send buffer may be full)."""
-        taken = self.conn.send(data)
+    def send(self, data: bytes | bytearray | memoryview, *, urgent: bool = False) -> int:
+        """Queue bytes for sending; how many were taken (the send buffer may be full).
+        ``urgent``: as urgent data (RFC 9293 §3.8.5, what ``MSG_OOB`` sends)."""
+        taken = self.conn.send(data, urgent=urgent)
         if taken:
             self._stack.wake(self)
         return taken
+
+    @property
+    def urgent_mark(self) -> int | None:
+        """Bytes to read before the end of the peer's urgent data (None: none ahead)."""
+        return self.conn.urgent_mark
 
     @property
     def send_space(self) -> int:

@@ -55,6 +55,7 @@ _SYN = TcpFlags.SYN
 _FIN = TcpFlags.FIN
 _RST = TcpFlags.RST
 _PSH = TcpFlags.PSH
+_URG = TcpFlags.URG
 _ECE = TcpFlags.ECE
 _CWR = TcpFlags.CWR
 _ECN_SETUP = TcpFlags.ECE | TcpFlags.CWR
@@ -115,6 +116,11 @@ class TcpConnection:
         """Position of the first byte in the send buffer."""
         self._fin_queued = False
         self._rd_closed = False
+        self._snd_up = isn
+        """SND.UP: the position after the last urgent octet queued (RFC 9293 §3.8.5);
+        urgent mode while SND.UNA < SND.UP."""
+        self._rcv_up: int | None = None
+        """RCV.UP: the position after the last urgent octet the peer announced."""
         # Receive sequence space.
         self.irs = 0
         self._rcv = ReceiveBuffer(config.receive_buffer, 0)
@@ -335,10 +341,12 @@ class TcpConnection:
             raise ValueError("not an acceptable SYN")
         return conn
 
-    def send(self, data: bytes | bytearray | memoryview) -> int:
-        """Queue ``data``; returns how many bytes the send buffer took. Raises the
-        connection's :class:`TcpError` after a failure, ValueError when our send side is
-        shut down or the connection was never opened (RFC 9293 §3.10.2)."""
+    def send(self, data: bytes | bytearray | memoryview, *, urgent: bool = False) -> int:
+        """Queue ``data``; returns how many bytes the send buffer took. ``urgent``: the
+        bytes taken are urgent data (RFC 9293 §3.8.5): segments up to them carry URG and
+        an urgent pointer to the octet after the last one. Raises the connection's
+        :class:`TcpError` after a failure, ValueError when our send side is shut down or
+        the connection was never opened (RFC 9293 §3.10.2)."""
         if self.error is not None:
             raise self.error
         if self._fin_queued:
@@ -347,7 +355,23 @@ class TcpConnection:
             if self.state is TcpState.CLOSED and self._opened:
                 raise TcpError("closed")
             raise ValueError(f"send in state {self.state.name}")
-        return self._send_buf.write(data)
+        taken = self._send_buf.write(data)
+        if urgent and taken:
+            self._snd_up = self._data_end()
+        return taken
+
+    @property
+    def urgent_mark(self) -> int | None:
+        """Bytes the application can read before the end of the urgent data the peer
+        sent (RFC 9293 §3.8.5: the TCP tells the application there is urgent data ahead
+        of what it has read); None when there is none ahead. The urgent octets come
+        inline, in order, with the rest."""
+        if self._rcv_up is None:
+            return None
+        # the next octet the application reads (RCV.NXT counts the FIN once it came)
+        read_at = self._rcv.rcv_nxt - self._rcv.readable - (1 if self._fin_received else 0)
+        ahead = self._rcv_up - read_at
+        return ahead if ahead > 0 else None
 
     def recv(self, max_bytes: int = -1) -> bytes:
         """In-order received bytes (all of them when ``max_bytes`` < 0)."""
@@ -506,7 +530,7 @@ class TcpConnection:
         return field
 
     def _segment(self, seq: int, flags: TcpFlags, payload: bytes,
-                 options: tuple[TcpOption, ...]) -> Segment:
+                 options: tuple[TcpOption, ...], urgent: int = 0) -> Segment:
         ack = 0
         if flags & _ACK:
             ack = sq.wrap(self._rcv.rcv_nxt)
@@ -515,7 +539,8 @@ class TcpConnection:
                 flags |= _ECE  # RFC 3168 §6.1.3: until the peer's CWR
         window = self._select_window() if not flags & _RST else 0
         return Segment(sport=self.local_port, dport=self.remote_port, seq=sq.wrap(seq), ack=ack,
-                       flags=flags, window=window, options=options, payload=payload)
+                       flags=flags, window=window, options=options, payload=payload,
+                       urgent=urgent)
 
     def _ack_sent(self) -> None:
         self._dsack = None  # reported once, in this ACK (RFC 2883 §4 (1))
@@ -667,6 +692,10 @@ class TcpConnection:
             if self._send_fin(out, now, opts):
                 return True
             return self._rule3(out, now, opts, seg_size) if sack_recovery else False
+        if self._snd_up > seq:
+            # Urgent mode: each segment carries its own urgent pointer, which a device
+            # would copy unchanged into every segment of a TSO packet — so none.
+            max_payload = seg_size
         if self._cwr_pending and not self.config.tso_ecn and seq >= self.snd_max:
             # The device cannot segment a packet carrying CWR (no HOST_ECN): the CWR
             # segment goes out alone, as Linux does without NETIF_F_TSO_ECN.
@@ -772,7 +801,14 @@ class TcpConnection:
         if not probe and self._rto_at is None:
             self._rto_at = now + self._rtt.rto
         self._flight_peak = max(self._flight_peak, self.snd_nxt - self.snd_una)
-        seg = self._segment(seq, flags, payload, opts)
+        urgent = 0
+        if self._snd_up > seq and self._snd_up > self.snd_una:
+            # RFC 9293 §3.8.5: URG and the offset of the octet after the urgent data
+            # (at most 0xFFFF: the pointer then only says urgent data lies ahead)
+            flags |= _URG
+            urgent = min(self._snd_up - seq, 0xFFFF)
+            self.counters.urgent_out += 1
+        seg = self._segment(seq, flags, payload, opts, urgent)
         self._emit(out, seg, seg_size if len(payload) > seg_size else None, ecn)
         return len(payload)
 
@@ -1132,7 +1168,13 @@ class TcpConnection:
             return
         if not self._on_ack_field(seg, seq, now, syn_window, flags):
             return
-        # Sixth (URG) is ignored: urgent data is delivered inline like any other.
+        # Sixth: URG (RFC 9293 §3.10.7.4): RCV.UP <- max(RCV.UP, SEG.UP); the data itself
+        # is delivered inline and urgent_mark tells the application how far it reaches.
+        if flags & _URG and self.state in RECEIVING:
+            self.counters.urgent_in += 1
+            up = seq + seg.urgent
+            if self._rcv_up is None or up > self._rcv_up:
+                self._rcv_up = up
         self._process_text(seg, seq, now, flags)
 
     def _ecn_receive(self, seg: Segment, flags: TcpFlags) -> None:

@@ -44,6 +44,10 @@ class TcpCounters:
     """Duplicate segments reported in a D-SACK block (RFC 2883)."""
     limited_transmits: int = 0
     """New segments sent beyond cwnd on the first two duplicate ACKs (RFC 3042)."""
+    urgent_in: int = 0
+    """Segments that arrived with URG (RFC 9293 §3.8.5)."""
+    urgent_out: int = 0
+    """Segments sent with URG."""
     ecn_ce_in: int = 0
     """Segments that arrived marked CE (RFC 3168 §5) on an ECN connection."""
     ecn_ece_in: int = 0

@@ -715,5 +715,68 @@ def test_path_mtu_discovery_through_a_linux_router(family: Family) -> None:
           f"{conn.counters.retransmitted_segments}, kernel {report['tcp_info']}")
 
 
+# -- urgent data with the kernel ---------------------------------------------------------
+URGENT_SERVER = r"""
+import json, select, socket, sys
+srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen(1)
+srv.settimeout(10)
+print("ready", flush=True)
+conn, _ = srv.accept()
+select.select([], [], [conn], 10)  # urgent data is an exceptional condition
+oob = conn.recv(1, socket.MSG_OOB)
+rest = b""
+conn.settimeout(10)
+while len(rest) < 3:
+    rest += conn.recv(100)
+conn.setblocking(False)
+try:  # step over the out-of-band byte in the queue, or close() would send a RST
+    rest += conn.recv(100)
+except BlockingIOError:
+    pass
+conn.setblocking(True)
+conn.sendall(b"xyz")
+conn.send(b"#", socket.MSG_OOB)
+conn.close()
+print(json.dumps({"oob": oob.decode(), "inline": rest.decode()}), flush=True)
+"""
+
+
+def test_urgent_data_with_the_kernel() -> None:
+    """RFC 9293 §3.8.5 as Linux reads it (``tcp_stdurg`` 0, RFC 6093): we send "abc"
+    then "!" as urgent; the kernel's ``recv(MSG_OOB)`` gets "!" and the stream "abc" —
+    so our pointer points after the urgent octet. The kernel then sends "xyz" and "#"
+    with MSG_OOB: our socket marks the urgent data 4 bytes ahead and delivers "xyz#"
+    inline."""
+    with kernel_peer(V4, TunOffload(0)) as (ns, tap), \
+            kernel_program(ns, URGENT_SERVER, V4.kernel, PORT) as proc:
+        assert read_line(proc, 5.0) == "ready"
+        ours = OurHost(tap, NO_TSO)
+        sock = ours.stack.tcp_connect(V4.kernel, PORT)
+        ours.host.kick()
+        ours.run_until(lambda: sock.established, HANDSHAKE_S, "handshake")
+        sock.send(b"abc")
+        sock.send(b"!", urgent=True)
+        ours.host.kick()
+        marks: list[int | None] = []
+        got = bytearray()
+
+        def read() -> bool:
+            if sock.readable:
+                marks.append(sock.urgent_mark)
+                got.extend(sock.recv())
+            return False
+
+        ours.host.apps.append(read)
+        ours.run_until(lambda: sock.eof and proc.poll() is not None, PING_S, "urgent")
+        report = report_of(proc)
+    assert report == {"oob": "!", "inline": "abc"}
+    assert bytes(got) == b"xyz#" and marks[0] == 4  # the mark reaches past "#"
+    assert sock.error is None and sock.conn.counters.urgent_in >= 1
+    assert sock.conn.counters.urgent_out >= 1
+
+
 def replies_at_least(stack: Stack, n: int) -> Callable[[], bool]:
     return lambda: len(stack.echo_replies) >= n
