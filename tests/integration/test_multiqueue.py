@@ -40,10 +40,10 @@ from stack.wire.ethernet import EthernetHeader, EtherType
 from stack.wire.ipv4 import FLAG_DF, IpProtocol, Ipv4Header
 from stack.wire.ipv6 import Ipv6Header
 from stack.wire.tcp import TcpFlags, TcpHeader
-from testbench.bulk import BASE_SPORT, DPORT, TcpFlowReceiver, TcpFlowSender
 from testbench.host import Host, HostConfig, Pair, make_pair
 from testbench.loop import EventLoop
 from testbench.packets import DST_MAC, DST_V4, SRC_MAC, SRC_V4
+from testbench.tso_flows import BASE_SPORT, DPORT, TcpFlowReceiver, TcpFlowSender
 from tests.rss_vectors import MS_KEY, V4_ROWS, V6_ROWS, Row, ip, ref_toeplitz
 from virtio import spec
 from virtio.constants import FeatureBit as F
