@@ -58,6 +58,12 @@ class TcpConfig:
     tso_win_divisor: int = 3
     """TSO deferral (Linux ``tcp_tso_win_divisor``): with TSO, new data waits for a full
     packet's room or 1/divisor of the window while ACKs are due; 0 turns deferral off."""
+    invalid_ack_interval_ns: int = 500_000_000
+    """At most one ACK per this interval in answer to invalid segments without data
+    (out of window, failing PAWS, acknowledging unsent data) and for challenge ACKs
+    (RFC 5961 §7's throttle, per connection as Linux ``tcp_invalid_ratelimit``): two
+    ends that each find the other's ACKs invalid must not ACK each other for ever.
+    0: no limit."""
     dsack: bool = True
     """RFC 2883: report a duplicate segment in the first SACK block of the next ACK (when
     SACK was negotiated), so the sender can tell a spurious retransmission."""
@@ -102,6 +108,8 @@ class TcpConfig:
             raise ValueError("retry counts must not be negative")
         if self.tso_win_divisor < 0:
             raise ValueError("tso_win_divisor must not be negative")
+        if self.invalid_ack_interval_ns < 0:
+            raise ValueError("invalid_ack_interval_ns must not be negative")
         if self.ecn not in ECN_MODES:
             raise ValueError(f"ecn {self.ecn!r} not one of {ECN_MODES}")
         if self.max_segment_payload < 0:

@@ -189,6 +189,7 @@ class TcpConnection:
         self._last_keepalive = now
         self._last_rcv = now
         self._rst_queue: list[Segment] = []
+        self._last_invalid_ack: int | None = None
 
     # ------------------------------------------------------------------ properties
     @property
@@ -1123,17 +1124,16 @@ class TcpConnection:
                 return
             if self._paws_rejects(ts, now):
                 self.counters.paws_drops += 1
-                self._ack_now = True  # RFC 7323 §5.3 R1
+                self._answer_invalid(seg, flags, now)  # RFC 7323 §5.3 R1
                 return
         seg_len = len(seg.payload) + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)
         if not self._acceptable(seq, seg_len):
             if flags & _RST:
                 return
-            if flags & _SYN:
-                self.counters.challenge_acks += 1
-            elif seg.payload:
+            if seg.payload and not flags & _SYN:
                 self._note_duplicate(seq, len(seg.payload))
-            self._ack_now = True
+            if self._answer_invalid(seg, flags, now) and flags & _SYN:
+                self.counters.challenge_acks += 1
             if (self.state is TcpState.TIME_WAIT and flags & _FIN
                     and seq + seg_len == self._rcv.rcv_nxt):
                 self._time_wait_at = now + self.config.time_wait_ns  # retransmitted FIN
@@ -1152,14 +1152,13 @@ class TcpConnection:
         if flags & _RST:
             if seq == rcv_nxt:
                 self._on_reset()
-            else:
+            elif self._answer_invalid(seg, flags, now):
                 self.counters.challenge_acks += 1
-                self._ack_now = True
             return
         # Fourth: SYN in a synchronized state (RFC 5961 §4.2): challenge ACK.
         if flags & _SYN:
-            self.counters.challenge_acks += 1
-            self._ack_now = True
+            if self._answer_invalid(seg, flags, now):
+                self.counters.challenge_acks += 1
             return
         if self.ecn_enabled:
             self._ecn_receive(seg, flags)
@@ -1176,6 +1175,21 @@ class TcpConnection:
             if self._rcv_up is None or up > self._rcv_up:
                 self._rcv_up = up
         self._process_text(seg, seq, now, flags)
+
+    def _answer_invalid(self, seg: Segment, flags: TcpFlags, now: int) -> bool:
+        """ACK an invalid segment (RFC 9293 §3.10.7.4, RFC 5961 challenge ACKs) unless
+        one was sent less than ``invalid_ack_interval_ns`` ago and the segment carries no
+        data (a data segment always gets its ACK: no ACK loop is made of data; Linux
+        ``tcp_oow_rate_limited``). Whether the ACK goes."""
+        interval = self.config.invalid_ack_interval_ns
+        if interval and (not seg.payload or flags & (_SYN | _RST)):
+            last = self._last_invalid_ack
+            if last is not None and now - last < interval:
+                self.counters.invalid_acks_suppressed += 1
+                return False
+            self._last_invalid_ack = now
+        self._ack_now = True
+        return True
 
     def _ecn_receive(self, seg: Segment, flags: TcpFlags) -> None:
         """RFC 3168 §6.1.3: CWR from the sender ends the ECE echo; a CE mark starts it
@@ -1235,7 +1249,7 @@ class TcpConnection:
             self._snd_wl1 = seq - 1  # the window of this ACK is taken below
         # RFC 5961 §5.2: ACK acceptability (and RFC 9293: ACK of unsent data).
         if ack > self.snd_max or ack < self.snd_una - self.max_snd_wnd:
-            self._ack_now = True
+            self._answer_invalid(seg, flags, now)
             return False
         shift = 0 if syn_window else self.snd_wscale
         wnd = seg.window << shift

@@ -62,5 +62,8 @@ class TcpCounters:
     (RFC 1191 §6.5, RFC 8201 §5.4)."""
     icmp_soft_errors: int = 0
     """ICMP errors about this connection that did not end it (RFC 5461)."""
+    invalid_acks_suppressed: int = 0
+    """ACKs not sent in answer to invalid segments within ``invalid_ack_interval_ns`` of
+    the previous one (RFC 5961 §7)."""
     paws_drops: int = 0
     """Segments dropped by PAWS (RFC 7323 §5) or for lacking timestamps (§3.2)."""

@@ -12,6 +12,7 @@ from tests.stack.tcp.peer import (
     ACK,
     LOCAL_PORT,
     MASK,
+    MS,
     PEER_PORT,
     PSH,
     RST,
@@ -86,9 +87,29 @@ def test_syn_in_synchronized_state_gets_a_challenge_ack() -> None:
     [ack] = segments(conn.poll(T0))
     # RFC 5961 §4.2: <SEQ=SND.NXT><ACK=RCV.NXT><CTL=ACK>
     assert (ack.flags, ack.seq, ack.ack) == (ACK, 1001, 900_001)
-    peer.send(T0, SYN | ACK, seq=peer.nxt)  # in window too: same answer
-    [again] = segments(conn.poll(T0))
+    later = T0 + 600 * MS  # past the throttle (RFC 5961 §7)
+    peer.send(later, SYN | ACK, seq=peer.nxt)  # in window too: same answer
+    [again] = segments(conn.poll(later))
     assert again.flags == ACK and conn.state is S.ESTABLISHED
+    assert conn.counters.challenge_acks == 2
+
+
+def test_answers_to_invalid_segments_without_data_are_throttled() -> None:
+    """RFC 5961 §7 (Linux tcp_invalid_ratelimit, 500 ms per connection): a burst of
+    SYNs, off-sequence RSTs and out-of-window ACKs gets one ACK; the rest are counted
+    as suppressed. Out-of-window data is always answered (no ACK loop is made of
+    data); after the interval the next one is answered again."""
+    conn, peer = established(now=T0)
+    peer.send(T0, SYN, seq=12345, ack=0)
+    peer.send(T0 + MS, RST, seq=peer.nxt + 10)
+    peer.send(T0 + 2 * MS, ACK, seq=peer.nxt - 100)
+    peer.send(T0 + 3 * MS, ACK, ack=5000)  # acknowledges data never sent
+    assert len(segments(conn.poll(T0 + 3 * MS))) == 1
+    assert conn.counters.challenge_acks == 1 and conn.counters.invalid_acks_suppressed == 3
+    peer.send(T0 + 4 * MS, ACK, b"old", seq=peer.nxt - 10)
+    assert len(segments(conn.poll(T0 + 4 * MS))) == 1  # data: answered
+    peer.send(T0 + 501 * MS, SYN, seq=12345, ack=0)
+    assert len(segments(conn.poll(T0 + 501 * MS))) == 1
     assert conn.counters.challenge_acks == 2
 
 
