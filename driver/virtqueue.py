@@ -33,6 +33,7 @@ from virtio.ring import U16_MASK, vring_need_event
 MAX_DESC_LEN = 0xFFFF_FFFF
 """``virtq_desc.len`` is a le32 (§2.7.5)."""
 MAX_ADDR = (1 << 64) - 1
+_WRITE = int(DescFlag.WRITE)
 """``virtq_desc.addr`` is a le64 (§2.7.5)."""
 
 # Offsets inside the rings (§2.7.6, §2.7.8): both start with ``le16 flags; le16 idx``.
@@ -97,6 +98,8 @@ class DriverQueue:
 
         self._avail_idx = start_idx
         self._last_used = start_idx
+        self._used_seen = start_idx
+        """used.idx as last read: entries up to it are consumed without reading it again."""
         self._kick_mark = start_idx
         self._interrupts_enabled = True
         memory.write_u16(self.avail_addr + RING_IDX, start_idx)
@@ -142,6 +145,8 @@ class DriverQueue:
         the head descriptor index. ``ValueError`` for an empty buffer, a bad element, too
         few free descriptors (check :attr:`num_free` first) or ``use_indirect`` without
         VIRTIO_F_INDIRECT_DESC (§2.7.5.3.1)."""
+        if not out and len(in_) == 1 and not use_indirect:
+            return self._add_one_writable(in_[0], token)
         total = len(out) + len(in_)
         if total == 0:
             raise ValueError("a buffer needs at least one element (§2.7.13.1)")
@@ -197,6 +202,26 @@ class DriverQueue:
         self.memory.write_u16(self.avail_addr + RING_IDX, self._avail_idx)
         return head
 
+    def _add_one_writable(self, element: tuple[int, int], token: object) -> int:
+        """:meth:`add` of one device-writable buffer in one descriptor (a receive
+        buffer), the same checks and ring updates without the general path's lists."""
+        addr, length = element
+        if not 0 <= addr <= MAX_ADDR or not 0 <= length <= MAX_DESC_LEN:
+            raise ValueError(f"bad buffer element ({addr:#x}, {length})")
+        if self.num_free < 1:
+            raise ValueError(f"1 descriptors needed, 0 free on queue {self.index}")
+        head = self._free_head
+        self._free_head = self._free_next[head]
+        self.num_free -= 1
+        self._write_desc(head, addr, length, _WRITE, 0)
+        self._chains[head] = _Chain(token, [head], length, None)
+        memory = self.memory
+        memory.write_u16(self.avail_addr + self.geometry.avail_entry(self._avail_idx % self.size),
+                         head)
+        self._avail_idx = (self._avail_idx + 1) & U16_MASK
+        memory.write_u16(self.avail_addr + RING_IDX, self._avail_idx)
+        return head
+
     def _take_descriptors(self, count: int) -> list[int]:
         out: list[int] = []
         cur = self._free_head
@@ -250,10 +275,13 @@ class DriverQueue:
         """The next used entry as ``(token, len)``, its descriptors freed; ``None`` when
         there is none. Raises :class:`UsedRingError` (and consumes nothing) when the
         device broke §2.7.8."""
-        used_idx = self._used_idx()
+        used_idx = self._used_seen
         pending = (used_idx - self._last_used) & U16_MASK
-        if pending == 0:
-            return None
+        if pending == 0:  # all seen so far consumed: look at used.idx again
+            used_idx = self._used_seen = self._used_idx()
+            pending = (used_idx - self._last_used) & U16_MASK
+            if pending == 0:
+                return None
         if pending > self.size:
             raise UsedRingError(
                 f"queue {self.index}: used idx moved from {self._last_used} to {used_idx}, "

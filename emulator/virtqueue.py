@@ -14,7 +14,7 @@ counters (§2.7.13.3 "idx always increments, and wraps naturally at 65536").
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from virtio import spec
 from virtio.constants import MAX_QUEUE_SIZE, AvailFlag, DescFlag, UsedFlag
@@ -68,13 +68,15 @@ class Chain:
     """Descriptors walked, counting the one that points to an indirect table."""
     indirect: bool
 
-    @property
-    def readable_len(self) -> int:
-        return sum(length for _, length in self.readable)
+    readable_len: int = field(init=False, repr=False)
+    """The readable parts' total length."""
+    writable_len: int = field(init=False, repr=False)
+    """The writable parts' total length."""
 
-    @property
-    def writable_len(self) -> int:
-        return sum(length for _, length in self.writable)
+    def __post_init__(self) -> None:
+        # computed once: the device asks for them per buffer on the receive path
+        self.readable_len = sum(length for _, length in self.readable)
+        self.writable_len = sum(length for _, length in self.writable)
 
     def read(self, memory: GuestMemory, offset: int = 0, length: int | None = None) -> bytes:
         """The readable bytes concatenated (``length`` bytes from ``offset``, default all
@@ -146,11 +148,15 @@ class DeviceQueue:
         self.geometry = SplitRingGeometry(size) if size > 0 else SplitRingGeometry(1)
         self._signalled_used = self.used_idx
         self._unpoppable = 0
+        self._avail_seen = self.last_avail_idx
+        """avail.idx as last read and validated: chains up to it are popped without
+        reading it again (a driver only ever moves it forward, §2.7.6)."""
 
     def set_base(self, idx: int) -> None:
         """Move both indices to ``idx`` (vhost-user SET_VRING_BASE; tests start near
         65535 to exercise the wrap-around)."""
         self.last_avail_idx = self.used_idx = self._signalled_used = idx & U16_MASK
+        self._avail_seen = self.last_avail_idx
         self._unpoppable = 0
 
     def __repr__(self) -> str:
@@ -212,12 +218,13 @@ class DeviceQueue:
                 f"more than the queue size {self.size}",
                 "avail-idx-jump", spec.AVAIL_RING,
             )
+        self._avail_seen = avail_idx
         return n
 
     def pop(self, memory: GuestMemory) -> Chain | None:
         """The next available chain, validated, or ``None``. Raises :class:`ChainError`
         on any broken rule (the indices are then left unchanged)."""
-        if self.pending(memory) == 0:
+        if self._avail_seen == self.last_avail_idx and self.pending(memory) == 0:
             return None
         slot = self.last_avail_idx % self.size
         try:
