@@ -80,7 +80,7 @@ from virtio.errors import (
     DriverProtocolError,
     NegotiationFailed,
 )
-from virtio.features import FeatureSet, Violation, negotiate, net_hdr_size
+from virtio.features import BIG_RX_FEATURES, FeatureSet, Violation, negotiate, net_hdr_size
 from virtio.layouts import NET_CONFIG
 from virtio.memory import GuestMemory
 from virtio.net_hdr import NetHdr
@@ -151,8 +151,6 @@ SUPPORTED = DEFAULT_WANTED | CONTROL_FEATURES | FeatureSet.of(
 """Features this driver can operate with. Anything else it is asked for (packed rings,
 IN_ORDER...) is dropped at probe with a reason in ``dropped``."""
 NOT_IMPLEMENTED = "vnetbench driver: feature not implemented"
-
-BIG_RX_FEATURES = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_USO4, F.GUEST_USO6)
 
 _local_macs = itertools.count(1)
 

@@ -284,3 +284,14 @@ def net_hdr_size(features: FeatureSet) -> int:
     if F.VERSION_1 in features or F.MRG_RXBUF in features:
         return 12
     return 10
+
+
+BIG_RX_FEATURES = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_USO4,
+                                F.GUEST_USO6)
+"""Any of these without MRG_RXBUF: the driver posts receive buffers for the largest
+packet (§5.1.6.3.1 as v1.3 words it, USO included): :data:`RX_BIG_PACKET` bytes after
+the header, else :data:`RX_PACKET`."""
+RX_BIG_PACKET = 65550
+"""§5.1.6.3: the largest TCP or UDP packet plus the 14-byte Ethernet header."""
+RX_PACKET = 1514
+"""§5.1.6.3: the largest packet without the big-packet features."""

@@ -54,7 +54,15 @@ from virtio.constants import (
 )
 from virtio.ctrl import CTRL_HDR_SIZE, Ack, CtrlClass, MqCmd
 from virtio.errors import DeviceProtocolError, GuestMemoryError, RingError
-from virtio.features import FeatureSet, Level, Violation, net_hdr_size
+from virtio.features import (
+    BIG_RX_FEATURES,
+    RX_BIG_PACKET,
+    RX_PACKET,
+    FeatureSet,
+    Level,
+    Violation,
+    net_hdr_size,
+)
 from virtio.layouts import NET_CONFIG
 from virtio.memory import GuestMemory
 from virtio.net_hdr import NetHdr
@@ -85,13 +93,6 @@ RX_OFFLOADS = FeatureSet.of(
 )
 MULTIQUEUE = FeatureSet.of(F.MQ, F.RSS)
 BIG_RX = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_USO4, F.GUEST_USO6)
-BIG_RX_BUFFERS = FeatureSet.of(F.GUEST_TSO4, F.GUEST_TSO6, F.GUEST_UFO, F.GUEST_USO4,
-                               F.GUEST_USO6)
-"""Without MRG_RXBUF, any of these makes the driver post buffers for the largest packet:
-BIG_PACKET bytes after the header (§5.1.6.3, as v1.3 words it with USO), else
-SMALL_PACKET."""
-BIG_PACKET = 65550
-SMALL_PACKET = 1514
 """Either puts the control queue after all ``max_virtqueue_pairs`` pairs (§5.1.2)."""
 MAX_QUEUE_PAIRS = 0x8000
 """VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MAX (§5.1.6.5.6)."""
@@ -1030,11 +1031,11 @@ class NetDevice:
             # big for a buffer that meets it is the device's (it sent more than the
             # driver accepted, §5.1.6.4.1).
             size = chains[0].writable_len
-            largest = SMALL_PACKET
-            if negotiated & BIG_RX_BUFFERS:
-                largest = BIG_PACKET
+            largest = RX_PACKET
+            if negotiated & BIG_RX_FEATURES:
+                largest = RX_BIG_PACKET
             elif self._rx_mtu_limit:
-                largest = max(SMALL_PACKET, self.config.mtu + HEADER_LEN)
+                largest = max(RX_PACKET, self.config.mtu + HEADER_LEN)
             if size >= hsize + largest:
                 who, rule, section = DEVICE, "rx-packet-too-large", spec.NET_RX_DEVICE
             else:
