@@ -44,7 +44,6 @@ from stack.wire.ecn import mark_ce
 __all__ = ["FaultConfig", "Wire", "WireCounters", "WirePort"]
 
 _NS_PER_S = 1_000_000_000
-_BITS_NS = 8 * _NS_PER_S
 TX_HEADROOM = 1024
 """Frames of queue a port keeps free when it says it is ready: one 64 KB packet
 segmented at a 64-byte MSS."""
@@ -230,25 +229,22 @@ class Wire:
         counters = port.counters
         counters.sent += 1
         counters.bytes_sent += len(frame)
-        if faults.perfect:  # nothing to draw: the fate of every frame is delivery
-            if port._in_flight >= self.queue_limit:
-                counters.queue_drops += 1
-                return
-            start = max(self._clock(), port._busy_until)
-            port._busy_until = busy = start + -(-(len(frame) * _BITS_NS) // self.rate_bps)
-            heapq.heappush(self._queue, _Pending(busy + self.latency_ns, self._seq, port, frame))
-            self._seq += 1
-            port._in_flight += 1
-            return
-        rng = port._rng
-        # Fixed draw order per frame (see the module docstring).
-        u_loss, u_dup, u_reorder, u_corrupt, u_pos, u_mask, u_jitter = (rng.random() for _ in range(7))
-        u_ce = rng.random() if faults.ce_mark else 1.0
+        perfect = faults.perfect  # nothing can fire: no numbers to draw
+        if not perfect:
+            rng = port._rng
+            # Fixed draw order per frame (see the module docstring).
+            u_loss, u_dup, u_reorder, u_corrupt, u_pos, u_mask, u_jitter = (
+                rng.random() for _ in range(7))
+            u_ce = rng.random() if faults.ce_mark else 1.0
         if port._in_flight >= self.queue_limit:
             counters.queue_drops += 1
             return
         start = max(self._clock(), port._busy_until)
         port._busy_until = start + self.serialization_ns(len(frame))
+        deliver_at = port._busy_until + self.latency_ns
+        if perfect:
+            self._enqueue(port, deliver_at, frame)
+            return
         if u_loss < faults.loss:
             counters.lost += 1
             return
@@ -263,7 +259,6 @@ class Wire:
             if marked is not None:
                 frame = marked
                 counters.ce_marked += 1
-        deliver_at = port._busy_until + self.latency_ns
         deliver_at += min(math.floor(u_jitter * (faults.jitter_ns + 1)), faults.jitter_ns)
         if u_reorder < faults.reorder:
             deliver_at += faults.reorder_delay_ns

@@ -30,9 +30,9 @@ def test_ce_marks_slow_the_sender_without_a_loss(host_ecn: bool, v6: bool) -> No
     marked = p.wire.a.counters.ce_marked
     assert marked > 0 and p.wire.a.counters.lost == 0
     assert client.ecn_enabled and server.conn.ecn_enabled
-    # Every CE mark the wire made reached the receiver's TCP: coalescing never merges a
-    # marked segment with unmarked ones (their IP headers differ), so each arrives in
-    # a packet of its own or of CE-marked neighbours.
+    # The marks reach the receiver's TCP: coalescing never merges a marked segment with
+    # unmarked ones (their IP headers differ), but may merge marked neighbours into one
+    # packet, which the receiver counts once.
     assert 0 < server.conn.counters.ecn_ce_in <= marked
     c = client.counters
     assert c.ecn_reductions > 0 and c.ecn_cwr_out == c.ecn_reductions
