@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m benchmarks.segmentation
 	$(BIN)/python -m benchmarks.coalescing
-	$(BIN)/python -m benchmarks.goodput
+	$(BIN)/python -m benchmarks.goodput --layers
 	$(BIN)/python -m benchmarks.matrix
 
 venv: $(STAMP)
