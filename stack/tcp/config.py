@@ -71,6 +71,32 @@ class TcpConfig:
     """RFC 3042: on the first and second duplicate ACK, send one new segment each beyond
     cwnd (the receiver's window permitting), so a small window still gets the third
     duplicate ACK that starts fast retransmit."""
+    prr: bool = True
+    """Proportional Rate Reduction (RFC 6937, Linux's default): during fast recovery the
+    window follows the data the receiver reports delivered, spreading the reduction to
+    ssthresh over the recovery round, with the slow-start reduction bound (PRR-SSRB,
+    §3.1) when pipe falls below ssthresh; without it, cwnd = ssthresh at once (RFC 6675
+    §5) or NewReno's inflation (RFC 6582 §3.2)."""
+    rescue_retransmit: bool = True
+    """RFC 6675 §4 NextSeg() rule (4): once per SACK recovery episode, when nothing else
+    may go, retransmit the highest un-SACKed segment (a lost tail gets repaired without
+    waiting for the retransmission timer)."""
+    undo: bool = True
+    """Undo a spurious window reduction (Linux ``tcp_try_undo_*``): when D-SACKs (RFC
+    2883 §5, RFC 3708) show every retransmission of an episode was unnecessary, or the
+    timestamps of an acceptable ACK show it was sent for an original transmission
+    (Eifel detection, RFC 3522), cwnd and ssthresh go back to their values before the
+    episode (RFC 9438 §4.9 for CUBIC's own state)."""
+    rack: bool = True
+    """RACK (RFC 8985 §6): time-based loss detection with a reordering window of
+    min_rtt/4 adapted by D-SACKs, alongside RFC 6675's DupThresh rule; only with SACK."""
+    tlp: bool = True
+    """Tail Loss Probe (RFC 8985 §7): a probe segment after PTO = 2*SRTT without ACKs, so
+    a lost tail is repaired by fast recovery instead of a retransmission timeout; only
+    with SACK."""
+    tlp_delayed_ack_ns: int = 200_000_000
+    """WCDelAckT of RFC 8985 §7.2: the worst-case delayed-ACK time added to the PTO when
+    the receiver may legitimately hold its ACK."""
     ecn: str = "passive"
     """Explicit Congestion Notification (RFC 3168 §6.1), as Linux's ``tcp_ecn``: "on"
     asks for it on active opens and accepts it (1), "passive" accepts it when the peer
@@ -112,5 +138,7 @@ class TcpConfig:
             raise ValueError("invalid_ack_interval_ns must not be negative")
         if self.ecn not in ECN_MODES:
             raise ValueError(f"ecn {self.ecn!r} not one of {ECN_MODES}")
+        if self.tlp_delayed_ack_ns < 0:
+            raise ValueError("tlp_delayed_ack_ns must not be negative")
         if self.max_segment_payload < 0:
             raise ValueError("max_segment_payload must not be negative")

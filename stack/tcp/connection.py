@@ -32,6 +32,7 @@ from stack.tcp.options import (
     syn_options,
     window_shift_for,
 )
+from stack.tcp.prr import Prr
 from stack.tcp.receive_buffer import ReceiveBuffer
 from stack.tcp.rtt import RttEstimator
 from stack.tcp.sack import Scoreboard, report_blocks
@@ -157,6 +158,10 @@ class TcpConnection:
         self._fast_rtx = False
         self._partial_acked = False
         self._scoreboard = Scoreboard()
+        self._prr = Prr()
+        self._reno_sacked = 0
+        """Without SACK: bytes taken as delivered above SND.UNA, one SMSS a duplicate
+        ACK (RFC 6937 §3's estimate of DeliveredData and pipe without SACK)."""
         self._flight_peak = 0
         self._flight_peak_prev = 0
         self._round_end = isn
@@ -649,6 +654,16 @@ class TcpConnection:
     def _pipe(self) -> int:
         return self._scoreboard.pipe(self.snd_una, self.snd_max, self._high_rxt, self.eff_mss)
 
+    def _reno_pipe(self) -> int:
+        """Without SACK: what is in flight less what duplicate ACKs said left the
+        network (RFC 6937 §3), and less the segment at SND.UNA while it is taken as lost
+        and not yet retransmitted (as RFC 6675's pipe counts a lost segment again only
+        once it is retransmitted)."""
+        flight = self.snd_nxt - self.snd_una
+        if self._fast_rtx:
+            flight -= min(self.eff_mss, flight)
+        return max(flight - self._reno_sacked, 0)
+
     def _payload_limits(self, options: tuple[TcpOption, ...]) -> tuple[int, int]:
         """(payload per wire segment with these options, largest payload of one emitted
         segment: the TSO limit when above the former)."""
@@ -681,6 +696,8 @@ class TcpConnection:
                 return self._retransmit_hole(out, now, hole, room=room, opts=opts,
                                              seg_size=seg_size, max_payload=max_payload)
             flight = self._pipe()
+        elif self._in_recovery and self.config.prr:
+            flight = self._reno_pipe()
         else:
             flight = self._flight()
         # New data, or resending after a timeout (skipping what the peer SACKed).
@@ -707,8 +724,10 @@ class TcpConnection:
         if (cwnd_room < smss and 0 < self._dupacks < 3 and not self._in_recovery
                 and seq >= self.snd_max and self.config.limited_transmit):
             # RFC 3042: one new segment per duplicate ACK, at most two beyond cwnd;
-            # cwnd itself is not changed.
-            room = cwnd_room + self._dupacks * smss
+            # cwnd itself is not changed. The bound is on the data outstanding (§2:
+            # FlightSize <= cwnd + 2*SMSS), SACKed bytes included: with SACK the
+            # segments SACKed already let one new segment go per duplicate ACK.
+            room = self._cc.cwnd + self._dupacks * smss - (self.snd_nxt - self.snd_una)
             if room >= min(smss, avail):
                 cwnd_room, max_payload, limited = min(room, smss), min(max_payload, smss), True
         limit = min(avail, wnd_room, cwnd_room, max_payload)
@@ -780,6 +799,8 @@ class TcpConnection:
             flags |= _FIN
         seq_end = end + (1 if fin else 0)
         retransmit = seq < self.snd_max
+        if self._in_recovery:
+            self._prr.on_sent(len(payload))
         if retransmit:
             self.counters.retransmitted_segments += 1
             self.counters.retransmitted_bytes += max(min(end, self.snd_max) - seq, 0)
@@ -960,6 +981,7 @@ class TcpConnection:
         self._in_recovery = False
         self._recover = self.snd_max
         self._dupacks = 0
+        self._reno_sacked = 0
         self._fast_rtx = False
         self._scoreboard.clear()
         self._high_rxt = self.snd_una
@@ -1253,6 +1275,7 @@ class TcpConnection:
             return False
         shift = 0 if syn_window else self.snd_wscale
         wnd = seg.window << shift
+        delivered_before = self._delivered_mark()
         new_sacked = 0
         blocks = sack_blocks(seg.options) if self.sack_enabled else []
         if blocks:
@@ -1272,6 +1295,8 @@ class TcpConnection:
                 dup = (not seg.payload and not flags & (_SYN | _FIN) and wnd == self.snd_wnd)
             if dup:
                 self._on_dup_ack(now)
+        if self._in_recovery and self.config.prr:
+            self._prr_on_ack(self._delivered_mark() - delivered_before)
         if flags & _ECE and self.ecn_enabled:
             self._on_ece(now)
         # Window update (RFC 9293 fifth step).
@@ -1338,31 +1363,50 @@ class TcpConnection:
         acked = ack - old_una
         if self._in_recovery:
             if ack >= self._recover:
-                if not self.sack_enabled:
+                if self.config.prr:
+                    self._cc.cwnd = self._cc.ssthresh  # RFC 6937 §3: recovery ends
+                elif not self.sack_enabled:
                     # RFC 6582 §3.2 step 6, option (1).
                     flight = self.snd_max - ack
                     self._cc.cwnd = min(self._cc.ssthresh, max(flight, smss) + smss)
                 else:
                     self._cc.cwnd = min(self._cc.cwnd, self._cc.ssthresh)
                 self._in_recovery = False
+                self._reno_sacked = 0
                 self._cc.on_recovery_end(now)
             elif not self.sack_enabled:
-                # RFC 6582 §3.2 step 5: partial ACK.
+                # RFC 6582 §3.2 step 5: partial ACK: the next hole goes at once.
                 self._fast_rtx = True
+                if self.config.prr:
+                    # The ACK covers the retransmission and segments whose duplicate
+                    # ACKs were counted as delivered already (RFC 6937 §3).
+                    self._reno_sacked = max(self._reno_sacked - max(acked - smss, 0), 0)
+                    if not self._partial_acked:
+                        self._partial_acked = True
+                        self._rto_at = now + self._rtt.rto
+                    self._dupacks = 0
+                    return
                 deflated = self._cc.cwnd - acked + (smss if acked >= smss else 0)
                 self._cc.cwnd = deflated
                 if not self._partial_acked:
                     self._partial_acked = True
                     self._rto_at = now + self._rtt.rto
-        elif limited and data_acked > 0:
-            self._cc.on_ack(data_acked, self._rtt.srtt, now)
+        else:
+            self._reno_sacked = 0
+            if limited and data_acked > 0:
+                self._cc.on_ack(data_acked, self._rtt.srtt, now)
         self._dupacks = 0
 
     def _on_dup_ack(self, now: int) -> None:
         self._dupacks += 1
         self.counters.dup_acks_in += 1
+        if not self.sack_enabled:
+            # One more segment has left the network (RFC 6937 §3 without SACK), never
+            # more than all but one SMSS of what is in flight.
+            self._reno_sacked = min(self._reno_sacked + self.eff_mss,
+                                    max(self.snd_max - self.snd_una - self.eff_mss, 0))
         if self._in_recovery:
-            if not self.sack_enabled:
+            if not self.sack_enabled and not self.config.prr:
                 self._cc.cwnd = self._cc.cwnd + self.eff_mss  # RFC 6582 step 4 inflation
             return
         if self.snd_una < self._recover:
@@ -1377,13 +1421,33 @@ class TcpConnection:
         self._recover = self.snd_max
         if self.snd_una > self._ecn_recover:  # not reduced for ECE in this window already
             self._cc.on_loss(now, self.snd_max - self.snd_una)
-        if not self.sack_enabled:
+        if self.config.prr:
+            self._prr.start(self.snd_max - self.snd_una)  # RecoverFS (RFC 6937 §3)
+            self.counters.prr_recoveries += 1
+        elif not self.sack_enabled:
             self._cc.cwnd = self._cc.ssthresh + 3 * self.eff_mss
         self._high_rxt = self.snd_una
         self._fast_rtx = True
         self._partial_acked = False
         self._timing = None
         self.counters.fast_retransmits += 1
+
+    def _delivered_mark(self) -> int:
+        """SND.UNA plus the bytes known delivered above it (SACKed, or estimated from
+        duplicate ACKs without SACK): its change over an ACK is RFC 6937's
+        DeliveredData."""
+        return self.snd_una + self._scoreboard.sacked_bytes + self._reno_sacked
+
+    def _prr_on_ack(self, delivered: int) -> None:
+        """RFC 6937 §3 on an ACK during recovery that reported data delivered (as Linux,
+        an ACK reporting nothing delivered leaves the window alone)."""
+        if delivered <= 0:
+            return
+        pipe = self._pipe() if self.sack_enabled else self._reno_pipe()
+        self._cc.cwnd = self._prr.on_ack(delivered, pipe=pipe, ssthresh=self._cc.ssthresh,
+                                         smss=self.eff_mss)
+        if self._prr.ssrb:
+            self.counters.prr_ssrb_acks += 1
 
     def _update_window(self, wnd: int, seq: int, ack: int) -> None:
         self.snd_wnd = wnd

@@ -67,3 +67,19 @@ class TcpCounters:
     the previous one (RFC 5961 §7)."""
     paws_drops: int = 0
     """Segments dropped by PAWS (RFC 7323 §5) or for lacking timestamps (§3.2)."""
+    prr_recoveries: int = 0
+    """Fast-recovery episodes whose window Proportional Rate Reduction set (RFC 6937)."""
+    prr_ssrb_acks: int = 0
+    """ACKs in recovery on which pipe was at or below ssthresh, so the slow-start
+    reduction bound (PRR-SSRB, RFC 6937 §3.1) limited the sending."""
+    rescue_retransmits: int = 0
+    """RFC 6675 §4 NextSeg() rule (4) rescue retransmissions (at most one an episode)."""
+    dsacks_in: int = 0
+    """D-SACK blocks received (RFC 2883 §4: below the cumulative ACK or inside the
+    second block)."""
+    spurious_retransmits_detected: int = 0
+    """Retransmission episodes found unnecessary: every retransmission D-SACKed (RFC
+    3708) or an acceptable ACK echoing a timestamp older than the first retransmission
+    (Eifel, RFC 3522)."""
+    undos: int = 0
+    """Window reductions undone after a spurious retransmission was detected."""

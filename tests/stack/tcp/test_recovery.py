@@ -1,6 +1,7 @@
 """Loss recovery: fast retransmit on the third duplicate ACK (RFC 5681 §3.2), NewReno
 partial ACKs (RFC 6582) without SACK, and SACK-based recovery (RFC 6675) that retransmits
-exactly the holes."""
+exactly the holes. The NewReno window tests run without PRR (``prr=False``), the window
+RFC 6582 itself defines; test_prr.py has the window under RFC 6937."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ T0 = SEC
 
 
 def newreno() -> tuple[TcpConnection, Peer, list[Segment]]:
-    conn, peer = established(TcpConfig(congestion="reno", timestamps=False, sack=False),
+    conn, peer = established(TcpConfig(congestion="reno", timestamps=False, sack=False,
+                                       prr=False),
                              timestamps=False, sack=False, now=T0)
     assert conn.eff_mss == 1460 and conn.cwnd == 14_600
     conn.send(bytes(range(256)) * 57 + b"x" * 8)  # 14600 bytes: 10 segments
