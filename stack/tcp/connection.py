@@ -157,6 +157,9 @@ class TcpConnection:
         self._high_rxt = isn
         self._fast_rtx = False
         self._partial_acked = False
+        self._rescue_rxt: int | None = None
+        """RescueRxt of RFC 6675 §4: the recovery point when this episode's rescue
+        retransmission went (None: not yet)."""
         self._scoreboard = Scoreboard()
         self._prr = Prr()
         self._reno_sacked = 0
@@ -709,7 +712,7 @@ class TcpConnection:
         if avail <= 0:
             if self._send_fin(out, now, opts):
                 return True
-            return self._rule3(out, now, opts, seg_size) if sack_recovery else False
+            return self._rule3_or_4(out, now, opts, seg_size) if sack_recovery else False
         if self._snd_up > seq:
             # Urgent mode: each segment carries its own urgent pointer, which a device
             # would copy unchanged into every segment of a TSO packet — so none.
@@ -737,14 +740,14 @@ class TcpConnection:
             if nxt is not None:
                 limit = min(limit, nxt - seq)
         if limit <= 0:
-            return self._rule3(out, now, opts, seg_size) if sack_recovery else False
+            return self._rule3_or_4(out, now, opts, seg_size) if sack_recovery else False
         if (not retransmit and not self._in_recovery and not limited and self._tso_defers(
                 limit, avail=avail, flight=flight, seg_size=seg_size, max_payload=max_payload)):
             return False
         size = limit
         if size < seg_size:
             if not retransmit and not self._small_segment_ok(size, avail):
-                return self._rule3(out, now, opts, seg_size) if sack_recovery else False
+                return self._rule3_or_4(out, now, opts, seg_size) if sack_recovery else False
         elif size < avail:
             size -= size % seg_size  # not the tail: whole segments only
         elif size % seg_size and self._nagle_holds():
@@ -884,6 +887,37 @@ class TcpConnection:
             length -= length % seg_size
         sent = self._transmit(out, start, length, now, opts=opts, seg_size=seg_size)
         self._high_rxt = start + sent
+        self.counters.sack_recovered_bytes += sent
+        return True
+
+    def _rule3_or_4(self, out: list[Outgoing], now: int, opts: tuple[TcpOption, ...],
+                    seg_size: int) -> bool:
+        """RFC 6675 NextSeg rules (3), then (4) when (1)-(3) found nothing to send."""
+        return self._rule3(out, now, opts, seg_size) or self._rescue(out, now, opts, seg_size)
+
+    def _rescue(self, out: list[Outgoing], now: int, opts: tuple[TcpOption, ...],
+                seg_size: int) -> bool:
+        """RFC 6675 §4 NextSeg rule (4), the rescue retransmission: once per recovery
+        episode (HighACK > RescueRxt, RescueRxt then set to RecoveryPoint), one segment
+        of at most SMSS ending at the highest un-SACKed octet outstanding. HighRxt is not
+        moved (so pipe does not count it). A lost tail, which no SACK above it can ever
+        mark lost, is resent without waiting for the retransmission timer."""
+        if not self.config.rescue_retransmit or (
+                self._rescue_rxt is not None and self.snd_una <= self._rescue_rxt):
+            return False
+        hole = self._scoreboard.last_hole(self.snd_una, self.snd_max)
+        if hole is None:
+            return False
+        start, end = hole
+        data_end = self._data_end()
+        start = max(start, min(end, data_end) - min(seg_size, self.eff_mss))
+        length = min(end, data_end) - start
+        fin_seq = self._fin_seq()
+        if length <= 0 and not (fin_seq is not None and start == fin_seq < self.snd_max):
+            return False
+        self._rescue_rxt = self._recover
+        sent = self._transmit(out, start, max(length, 0), now, opts=opts, seg_size=seg_size)
+        self.counters.rescue_retransmits += 1
         self.counters.sack_recovered_bytes += sent
         return True
 
@@ -1427,6 +1461,7 @@ class TcpConnection:
         elif not self.sack_enabled:
             self._cc.cwnd = self._cc.ssthresh + 3 * self.eff_mss
         self._high_rxt = self.snd_una
+        self._rescue_rxt = None
         self._fast_rtx = True
         self._partial_acked = False
         self._timing = None

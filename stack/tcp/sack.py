@@ -141,6 +141,18 @@ class Scoreboard:
         retransmitted = (rxt_end - snd_una) - self.sacked_in(snd_una, rxt_end)
         return unsacked - lost + retransmitted
 
+    def last_hole(self, snd_una: int, snd_max: int) -> tuple[int, int] | None:
+        """The highest un-SACKed range in ``[snd_una, snd_max)`` (it holds the highest
+        outstanding un-SACKed octet of RFC 6675 NextSeg rule (4)); None when all of it
+        is SACKed."""
+        starts, ends = self._starts, self._ends
+        end, below = snd_max, len(ends) - 1
+        if below >= 0 and ends[below] >= snd_max:
+            end = starts[below]
+            below -= 1
+        start = max(ends[below] if below >= 0 else snd_una, snd_una)
+        return (start, end) if end > start else None
+
     def next_hole(self, seq: int, limit: int) -> tuple[int, int] | None:
         """The first un-SACKed range at or after ``seq`` and below ``limit``."""
         seq = self.skip_sacked(seq)

@@ -74,7 +74,9 @@ def test_no_second_fast_retransmit_for_the_same_window() -> None:
 
 
 def test_sack_recovery_retransmits_exactly_the_holes() -> None:
-    cfg = TcpConfig(congestion="reno")
+    # Without the rescue retransmission (NextSeg rule (4)), which would resend the tail
+    # segment 9 while its SACK is still on the way: test_rescue_retransmission below.
+    cfg = TcpConfig(congestion="reno", rescue_retransmit=False)
     conn, peer = established(cfg, now=T0)
     mss = conn.eff_mss
     assert mss == 1448
@@ -199,3 +201,50 @@ def test_limited_transmit_can_be_switched_off() -> None:
         peer.send(T0 + (11 + i) * MS)
         assert conn.poll(T0 + (11 + i) * MS) == []
     assert conn.counters.limited_transmits == 0
+
+
+def rescue_run(rescue: bool) -> tuple[TcpConnection, Peer, list[int], list[list[int]]]:
+    """Segments 2 and 9 (the tail) of ten lost; SACKs for 3 … 8 come one an ACK."""
+    conn, peer = established(TcpConfig(congestion="reno", rescue_retransmit=rescue), now=T0)
+    mss = conn.eff_mss
+    conn.send(b"t" * (10 * mss))
+    segs = segments(conn.poll(T0))
+    s = [x.seq for x in segs]
+    peer.ack_all(T0 + MS, segs[:2])
+    t = T0 + MS
+    sent: list[list[int]] = []
+    for i in range(4, 10):  # segments 3 … i - 1 SACKed
+        t += MS
+        peer.send(t, sack=((s[3], s[i]),))
+        sent.append([x.seq for x in segments(conn.poll(t))])
+    return conn, peer, s, sent
+
+
+def test_rescue_retransmission_repairs_a_lost_tail_in_recovery() -> None:
+    """RFC 6675 NextSeg rule (4). Recovery starts on the third SACK (segments 3-5) and
+    resends segment 2; ssthresh = 4 segments (FlightSize 8 / 2), pipe is 4 then, so
+    PRR-SSRB lets nothing more go on the fourth SACK (pipe 4 = ssthresh) and one segment
+    on the fifth (pipe 3): no hole is lost, no new data, nothing un-SACKed below the
+    highest SACK: the rescue resends the tail, segment 9, once in the episode."""
+    conn, peer, s, sent = rescue_run(True)
+    assert sent == [[], [], [s[2]], [], [s[9]], []]
+    c = conn.counters
+    assert c.rescue_retransmits == 1 and c.fast_retransmits == 1
+    t = T0 + 20 * MS
+    peer.send(t, ack=s[9])  # segment 2's retransmission arrived: a partial ACK
+    assert conn.in_recovery and segments(conn.poll(t)) == []  # no second rescue
+    peer.send(t + MS, ack=(s[9] + conn.eff_mss) & 0xFFFFFFFF)  # the rescue arrived
+    assert not conn.in_recovery and conn.snd_una == conn.snd_max
+    assert c.timeouts == 0 and c.retransmitted_segments == 2
+
+
+def test_without_rescue_a_lost_tail_in_recovery_waits_for_the_timer() -> None:
+    conn, peer, s, sent = rescue_run(False)
+    assert sent == [[], [], [s[2]], [], [], []]
+    peer.send(T0 + 20 * MS, ack=s[9])
+    deadline = conn.next_deadline()
+    assert deadline is not None
+    assert segments(conn.poll(deadline - 1)) == []
+    [rto] = segments(conn.poll(deadline))
+    assert rto.seq == s[9] and conn.counters.timeouts == 1
+    assert conn.counters.rescue_retransmits == 0
