@@ -16,12 +16,10 @@ Model, per direction::
     busy_until = start + ceil(len * 8 * 1e9 / rate_bps)
     deliver_at = busy_until + latency_ns + jitter + (reorder_delay_ns if held back)
 
-Faults come from one ``random.Random`` per direction, seeded from ``seed`` and the
-direction's name. Every frame sent draws the same seven numbers in the same order (loss,
-duplicate, reorder, corrupt, corrupt position, corrupt mask, jitter) whatever happens to
-it, and an eighth (CE mark) when ``ce_mark`` is set, so the fate of the n-th frame
-depends only on the seed, the configuration and n. A perfect wire (every
-probability 0, no jitter) draws nothing.
+Faults come from one :class:`~emulator.backends.faults.FaultModel` per direction, seeded
+from ``seed`` and the direction's name: the fate of the n-th frame depends only on the
+seed, the configuration and n (a frame dropped for want of queue room still draws). A
+perfect wire (every probability 0, no jitter) draws nothing.
 
 Counting (per sending port): each frame sent ends in exactly one of ``lost``,
 ``queue_drops``, ``delivered``, ``undeliverable`` or is still pending; a duplicate copy
@@ -32,14 +30,11 @@ nothing is pending: ``delivered + undeliverable == sent - lost - queue_drops + d
 from __future__ import annotations
 
 import heapq
-import math
-import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 from emulator.backends.base import Receiver
-from stack.wire.ecn import mark_ce
+from emulator.backends.faults import PERFECT, FaultConfig, FaultModel, WireCounters
 
 __all__ = ["FaultConfig", "Wire", "WireCounters", "WirePort"]
 
@@ -47,70 +42,6 @@ _NS_PER_S = 1_000_000_000
 TX_HEADROOM = 1024
 """Frames of queue a port keeps free when it says it is ready: one 64 KB packet
 segmented at a 64-byte MSS."""
-
-
-@dataclass(frozen=True)
-class FaultConfig:
-    """What goes wrong on the wire; every probability is drawn once per frame."""
-
-    loss: float = 0.0
-    """Probability a frame is dropped (it still occupies the link while serialized)."""
-    duplicate: float = 0.0
-    """Probability a frame is delivered twice (the copy arrives right after it)."""
-    reorder: float = 0.0
-    """Probability a frame is held back by ``reorder_delay_ns``, so later frames overtake it."""
-    reorder_delay_ns: int = 50_000
-    corrupt: float = 0.0
-    """Probability one byte of the frame is flipped (xor with a nonzero mask)."""
-    jitter_ns: int = 0
-    """Uniform extra delay in ``[0, jitter_ns]`` added to every frame."""
-    ce_mark: float = 0.0
-    """Probability an ECN-capable IP packet (ECT(0) or ECT(1)) is marked CE, as a
-    congested router does instead of dropping it (RFC 3168 §5); Not-ECT frames pass
-    unchanged. Drawn after the seven other numbers, only when above 0."""
-
-    @property
-    def perfect(self) -> bool:
-        """No fault can fire: every frame is delivered, in order, unchanged."""
-        return not (self.loss or self.duplicate or self.reorder or self.corrupt
-                    or self.jitter_ns or self.ce_mark)
-
-    def __post_init__(self) -> None:
-        for name in ("loss", "duplicate", "reorder", "corrupt", "ce_mark"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"FaultConfig.{name} must be a number, got {value!r}")
-            if not 0.0 <= value <= 1.0:  # also rejects NaN
-                raise ValueError(f"FaultConfig.{name} must be in [0, 1], got {value!r}")
-        for name in ("reorder_delay_ns", "jitter_ns"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"FaultConfig.{name} must be an int, got {value!r}")
-            if value < 0:
-                raise ValueError(f"FaultConfig.{name} must be >= 0, got {value!r}")
-
-
-@dataclass
-class WireCounters:
-    """Counters of one direction, kept on the sending port."""
-
-    sent: int = 0
-    delivered: int = 0
-    """Frames (including duplicate copies) the far receiver accepted."""
-    lost: int = 0
-    duplicated: int = 0
-    reordered: int = 0
-    corrupted: int = 0
-    ce_marked: int = 0
-    """ECN-capable frames marked CE (RFC 3168 §5)."""
-    queue_drops: int = 0
-    undeliverable: int = 0
-    """Frames that arrived where no receiver was set, or whose receiver returned False."""
-    bytes_sent: int = 0
-    bytes_delivered: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 class _Pending(NamedTuple):
@@ -127,7 +58,7 @@ class WirePort:
         self.name = name
         self.counters = WireCounters()
         self._wire = wire
-        self._rng = random.Random(f"vnetbench.wire:{seed}:{name}")
+        self._faults = FaultModel(wire.faults, seed, name, self.counters)
         self._receiver: Receiver | None = None
         self._busy_until = 0
         self._in_flight = 0
@@ -164,7 +95,7 @@ class Wire:
         *,
         rate_bps: int = 10_000_000_000,
         latency_ns: int = 1_000,
-        faults: FaultConfig = FaultConfig(),  # frozen, so sharing the default is safe
+        faults: FaultConfig = PERFECT,
         seed: int = 0,
         queue_limit: int = 4096,
     ) -> None:
@@ -225,48 +156,28 @@ class Wire:
         return arrived
 
     def _transmit(self, port: WirePort, frame: bytes) -> None:
-        faults = self.faults
         counters = port.counters
         counters.sent += 1
         counters.bytes_sent += len(frame)
-        perfect = faults.perfect  # nothing can fire: no numbers to draw
-        if not perfect:
-            rng = port._rng
-            # Fixed draw order per frame (see the module docstring).
-            u_loss, u_dup, u_reorder, u_corrupt, u_pos, u_mask, u_jitter = (
-                rng.random() for _ in range(7))
-            u_ce = rng.random() if faults.ce_mark else 1.0
+        # nothing can fire on a perfect wire: no numbers to draw
+        draws = None if self.faults.perfect else port._faults.draw()
         if port._in_flight >= self.queue_limit:
             counters.queue_drops += 1
             return
         start = max(self._clock(), port._busy_until)
         port._busy_until = start + self.serialization_ns(len(frame))
         deliver_at = port._busy_until + self.latency_ns
-        if perfect:
+        if draws is None:
             self._enqueue(port, deliver_at, frame)
             return
-        if u_loss < faults.loss:
-            counters.lost += 1
+        fate = port._faults.apply(frame, draws)
+        if fate.lost:
             return
-        if u_corrupt < faults.corrupt and frame:
-            damaged = bytearray(frame)
-            position = min(int(u_pos * len(frame)), len(frame) - 1)
-            damaged[position] ^= 1 + min(int(u_mask * 255), 254)
-            frame = bytes(damaged)
-            counters.corrupted += 1
-        if u_ce < faults.ce_mark:
-            marked = mark_ce(frame)
-            if marked is not None:
-                frame = marked
-                counters.ce_marked += 1
-        deliver_at += min(math.floor(u_jitter * (faults.jitter_ns + 1)), faults.jitter_ns)
-        if u_reorder < faults.reorder:
-            deliver_at += faults.reorder_delay_ns
-            counters.reordered += 1
-        self._enqueue(port, deliver_at, frame)
-        if u_dup < faults.duplicate and port._in_flight < self.queue_limit:
+        deliver_at += fate.delay_ns
+        self._enqueue(port, deliver_at, fate.frame)
+        if fate.duplicate and port._in_flight < self.queue_limit:
             counters.duplicated += 1
-            self._enqueue(port, deliver_at, frame)
+            self._enqueue(port, deliver_at, fate.frame)
 
     def _enqueue(self, port: WirePort, deliver_at: int, frame: bytes) -> None:
         heapq.heappush(self._queue, _Pending(deliver_at, self._seq, port, frame))
