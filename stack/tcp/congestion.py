@@ -75,6 +75,18 @@ class CongestionControl(ABC):
     def on_recovery_end(self, now: int) -> None:  # noqa: B027 - optional hook
         """Fast recovery ended (the recovery point was acknowledged)."""
 
+    def undo(self, prior: CongestionControl) -> None:
+        """A congestion event turned out spurious (:mod:`stack.tcp.undo`): go back to
+        ``prior``, a copy of this controller taken before the event — ssthresh and the
+        controller's own state as they were (RFC 9438 §4.9 for CUBIC's W_max, K and
+        epoch), cwnd the larger of the two (Linux ``tcp_undo_cwnd_reduction``: a window
+        that grew since is kept)."""
+        if type(prior) is not type(self):
+            raise ValueError("undo to a different controller")
+        cwnd = max(self._cwnd, prior._cwnd)
+        self.__dict__.update(vars(prior))
+        self._cwnd = cwnd
+
 
 class Reno(CongestionControl):
     """RFC 5681 §3.1 slow start and congestion avoidance with byte counting (RFC 3465):

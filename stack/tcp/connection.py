@@ -45,6 +45,7 @@ from stack.tcp.state import (
     TcpError,
     TcpState,
 )
+from stack.tcp.undo import UndoEpisode
 from stack.wire.ecn import Ecn
 from stack.wire.tcp import TcpFlags, TcpOption, TimestampsOption
 
@@ -161,6 +162,10 @@ class TcpConnection:
         """RescueRxt of RFC 6675 §4: the recovery point when this episode's rescue
         retransmission went (None: not yet)."""
         self._scoreboard = Scoreboard()
+        self._undo: UndoEpisode | None = None
+        """The last window reduction, while it may still be found spurious."""
+        self._rto_undo_check = False
+        """A timeout's first acceptable ACK is still to come (RFC 3522 §3 step 4)."""
         self._prr = Prr()
         self._reno_sacked = 0
         """Without SACK: bytes taken as delivered above SND.UNA, one SMSS a duplicate
@@ -245,6 +250,12 @@ class TcpConnection:
     @property
     def in_recovery(self) -> bool:
         return self._in_recovery
+
+    @property
+    def ack_pending(self) -> bool:
+        """An ACK is due at once (out-of-order data, a filled gap, a window edge...): the
+        caller should poll before handing over the next segment (RFC 5681 §4.2)."""
+        return self._ack_now
 
     @property
     def readable(self) -> int:
@@ -807,6 +818,9 @@ class TcpConnection:
         if retransmit:
             self.counters.retransmitted_segments += 1
             self.counters.retransmitted_bytes += max(min(end, self.snd_max) - seq, 0)
+            if self._undo is not None and not probe:
+                self._undo.on_retransmit(seq, min(seq_end, self.snd_max),
+                                         self._tsval(now) if self.ts_enabled else None)
             if self._timing is not None and seq < self._timing[0]:
                 self._timing = None  # Karn: the sample would be ambiguous
         elif self._timing is None:
@@ -1011,6 +1025,8 @@ class TcpConnection:
             return
         # RFC 5681 §3.1 (cwnd = loss window), RFC 6582 / RFC 6675 §5.1 (RecoveryPoint =
         # HighData, no new recovery until it is acknowledged), RFC 2018 §8 (forget SACKs).
+        self._start_undo(timeout=True)
+        self._rto_undo_check = True
         self._cc.on_timeout(now, self.snd_nxt - self.snd_una)
         self._in_recovery = False
         self._recover = self.snd_max
@@ -1314,6 +1330,9 @@ class TcpConnection:
         blocks = sack_blocks(seg.options) if self.sack_enabled else []
         if blocks:
             self.counters.sack_blocks_in += len(blocks)
+            dsack = self._dsack_of(blocks, ack)
+            if dsack is not None:
+                self._on_dsack(*dsack, now)
             for left, right in blocks:
                 lo = sq.unwrap(left, self.snd_una)
                 hi = sq.unwrap(right, self.snd_una)
@@ -1351,6 +1370,63 @@ class TcpConnection:
                 self._to_closed()
                 return False
         return True
+
+    def _dsack_of(self, blocks: list[tuple[int, int]], ack: int) -> tuple[int, int] | None:
+        """RFC 2883 §4: the first SACK block reports a duplicate when it lies below the
+        cumulative ACK or within the second block."""
+        lo = sq.unwrap(blocks[0][0], self.snd_una)
+        hi = sq.unwrap(blocks[0][1], self.snd_una)
+        if hi <= lo:
+            return None
+        if hi <= ack:
+            return lo, hi
+        if len(blocks) > 1:
+            lo2 = sq.unwrap(blocks[1][0], self.snd_una)
+            hi2 = sq.unwrap(blocks[1][1], self.snd_una)
+            if lo2 <= lo and hi <= hi2:
+                return lo, hi
+        return None
+
+    def _on_dsack(self, lo: int, hi: int, now: int) -> None:
+        """A D-SACK: when it completes the proof that every retransmission of the last
+        episode was a duplicate, that episode was spurious (RFC 3708 §2)."""
+        self.counters.dsacks_in += 1
+        if self._undo is not None and self._undo.on_dsack(lo, hi):
+            self._spurious(now)
+
+    def _start_undo(self, timeout: bool) -> None:
+        """A window reduction: remember the controller as it was (a timeout inside an
+        episode not yet over keeps the state from before the episode, as Linux does)."""
+        undo = self._undo
+        if timeout and undo is not None and self.snd_una < self._recover:
+            undo.end = max(undo.end, self.snd_max)
+            return
+        self._undo = UndoEpisode(self._cc, self.snd_una, self.snd_max)
+
+    def _spurious(self, now: int) -> None:
+        """Every retransmission of the episode was unnecessary: undo its reduction
+        (TcpConfig.undo), leave recovery, and stop resending what is in flight (RFC 4015
+        §2's SND.NXT = SND.MAX after a spurious timeout). A loss still hidden in the
+        window may start a new recovery (RecoveryPoint back to SND.UNA)."""
+        undo = self._undo
+        self._undo = None
+        self._rto_undo_check = False
+        if undo is None:
+            return
+        self.counters.spurious_retransmits_detected += 1
+        if not self.config.undo:
+            return
+        self._cc.undo(undo.prior)
+        self.counters.undos += 1
+        self._in_recovery = False
+        self._fast_rtx = False
+        self._reno_sacked = 0
+        self._recover = self.snd_una
+        self.snd_nxt = max(self.snd_nxt, self.snd_max)
+
+    def _tsecr(self, seg: Segment) -> int | None:
+        ts = find_timestamps(seg.options) if self.ts_enabled else None
+        return None if ts is None else ts.tsecr
 
     def _take_rtt_sample(self, seg: Segment, ack: int, now: int) -> None:
         """RTTM (RFC 7323 §4.1) from TSecr, else Karn's timed segment (RFC 6298 §3)."""
@@ -1408,6 +1484,8 @@ class TcpConnection:
                 self._in_recovery = False
                 self._reno_sacked = 0
                 self._cc.on_recovery_end(now)
+                if self._undo is not None and self._undo.eifel(self._tsecr(seg)):
+                    self._spurious(now)  # the holes were filled by the originals
             elif not self.sack_enabled:
                 # RFC 6582 §3.2 step 5: partial ACK: the next hole goes at once.
                 self._fast_rtx = True
@@ -1429,6 +1507,12 @@ class TcpConnection:
             self._reno_sacked = 0
             if limited and data_acked > 0:
                 self._cc.on_ack(data_acked, self._rtt.srtt, now)
+        if self._rto_undo_check:
+            # RFC 3522 §3: the first acceptable ACK after a timeout (never in recovery:
+            # none starts before SND.UNA passes the timeout's recovery point).
+            self._rto_undo_check = False
+            if self._undo is not None and self._undo.eifel(self._tsecr(seg)):
+                self._spurious(now)
         self._dupacks = 0
 
     def _on_dup_ack(self, now: int) -> None:
@@ -1454,7 +1538,10 @@ class TcpConnection:
         self._in_recovery = True
         self._recover = self.snd_max
         if self.snd_una > self._ecn_recover:  # not reduced for ECE in this window already
+            self._start_undo(timeout=False)
             self._cc.on_loss(now, self.snd_max - self.snd_una)
+        else:
+            self._undo = None
         if self.config.prr:
             self._prr.start(self.snd_max - self.snd_una)  # RecoverFS (RFC 6937 §3)
             self.counters.prr_recoveries += 1
