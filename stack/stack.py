@@ -199,8 +199,17 @@ class Stack:
                 self.iface.send_ip(packet.src, IpProtocol.TCP, rst.header().emit() + rst.payload,
                                    csum_offset=_TCP_CSUM, src_addr=packet.dst)
             return
-        before = sock.conn.state
-        sock.conn.on_segment(seg, self.now)
+        conn = sock.conn
+        if conn.ack_pending:
+            # The previous segment of this batch asked for an immediate ACK (it was out
+            # of order, or filled a gap): send it before this one changes what it says.
+            # An ACK per such segment, as RFC 5681 §4.2 asks and Linux does for each
+            # out-of-order skb, each with the block of its own segment first (RFC 2018
+            # §4); one ACK for a whole batch carries three blocks at most, and a fourth
+            # new one would never be reported to the sender.
+            self._send_from(key, sock, self.now)
+        before = conn.state
+        conn.on_segment(seg, self.now)
         self.wake(sock)
         established = sock.conn.state is TcpState.ESTABLISHED
         if sock.listener is not None and established and before is not TcpState.ESTABLISHED:
@@ -208,32 +217,38 @@ class Stack:
             sock.listener = None
 
     def _tcp_out(self, now: int) -> None:
-        iface = self.iface
-        counters = self.counters
         for key, sock in list(self._conns.items()):
-            conn = sock.conn
-            deadline = conn.next_deadline()
+            deadline = sock.conn.next_deadline()
             if sock not in self._awake and (deadline is None or deadline > now):
                 continue
-            if iface.backlog:
-                self._awake.add(sock)
-                continue
-            self._awake.discard(sock)
-            remote = sock.remote[0]
-            for out in conn.poll(now):
-                seg = out.segment
-                l4 = seg.header().emit() + seg.payload
-                counters.tcp_packets_out += 1
-                if out.segment_size is not None:
-                    counters.tcp_tso_packets_out += 1
-                iface.send_ip(remote, IpProtocol.TCP, l4, csum_offset=_TCP_CSUM,
-                              segment_size=out.segment_size, src_addr=sock.local[0],
-                              ecn=out.ecn)
-            if conn.state is TcpState.CLOSED and conn.next_deadline() is None:
-                del self._conns[key]
-                if sock.listener is not None:  # reset before the handshake completed
-                    sock.listener.pending.discard(sock)
-                    sock.listener = None
+            self._send_from(key, sock, now)
+
+    def _send_from(self, key: tuple[bytes, int, bytes, int], sock: TcpSocket,
+                   now: int) -> None:
+        """What the connection has to send now, onto the interface (later, when the
+        interface has a backlog)."""
+        iface = self.iface
+        counters = self.counters
+        if iface.backlog:
+            self._awake.add(sock)
+            return
+        self._awake.discard(sock)
+        conn = sock.conn
+        remote = sock.remote[0]
+        for out in conn.poll(now):
+            seg = out.segment
+            l4 = seg.header().emit() + seg.payload
+            counters.tcp_packets_out += 1
+            if out.segment_size is not None:
+                counters.tcp_tso_packets_out += 1
+            iface.send_ip(remote, IpProtocol.TCP, l4, csum_offset=_TCP_CSUM,
+                          segment_size=out.segment_size, src_addr=sock.local[0],
+                          ecn=out.ecn)
+        if conn.state is TcpState.CLOSED and conn.next_deadline() is None:
+            del self._conns[key]
+            if sock.listener is not None:  # reset before the handshake completed
+                sock.listener.pending.discard(sock)
+                sock.listener = None
 
     # -- UDP, RFC 768 ----------------------------------------------------------------
     def udp_bind(self, port: int = 0) -> UdpSocket:
