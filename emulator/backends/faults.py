@@ -23,7 +23,7 @@ from emulator.backends.base import Backend, FlowControl, OffloadReceiver, Offloa
 from stack.wire.ecn import mark_ce
 from virtio.net_hdr import NetHdr
 
-__all__ = ["PERFECT", "Fate", "FaultConfig", "FaultModel", "FaultyBackend", "WireCounters"]
+__all__ = ["PERFECT", "Fate", "FateObserver", "FaultConfig", "FaultModel", "FaultyBackend", "WireCounters"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +152,8 @@ class FaultModel:
 
 
 CallLater = Callable[[int, Callable[[], object]], object]
+FateObserver = Callable[[str, bytes, Fate], None]
+"""Told of every frame's fate: ("outbound" or "inbound", the frame as it came, its fate)."""
 
 
 class FaultyBackend:
@@ -168,8 +170,9 @@ class FaultyBackend:
     the wrapped backend's."""
 
     def __init__(self, inner: Backend, faults: FaultConfig, *, seed: int,
-                 call_later: CallLater) -> None:
+                 call_later: CallLater, observer: FateObserver | None = None) -> None:
         self.inner = inner
+        self.observer = observer
         self.faults = faults
         self.outbound_counters = WireCounters()
         self.inbound_counters = WireCounters()
@@ -185,7 +188,10 @@ class FaultyBackend:
         counters = self.outbound_counters
         counters.sent += 1
         counters.bytes_sent += len(frame)
-        fate = self._out.fate(bytes(frame))
+        frame = bytes(frame)
+        fate = self._out.fate(frame)
+        if self.observer is not None:
+            self.observer("outbound", frame, fate)
         if fate.lost:
             return
         copies = 2 if fate.duplicate else 1
@@ -224,6 +230,8 @@ class FaultyBackend:
         if hdr is not None:  # no corruption of what is checksummed after the link
             draws = (*draws[:3], 1.0, *draws[4:])
         fate = self._in.apply(frame, draws)
+        if self.observer is not None:
+            self.observer("inbound", frame, fate)
         if fate.lost:
             return True  # taken by the link, as a wire takes a frame it then loses
         copies = 2 if fate.duplicate else 1

@@ -183,6 +183,24 @@ def test_corruption_flips_one_byte_of_plain_frames_only() -> None:
     assert sum(a != b for a, b in zip(tap.sent[0], frame, strict=True)) == 1
 
 
+def test_the_observer_is_told_every_fate_in_both_directions() -> None:
+    seen: list[tuple[str, bytes, bool]] = []
+    loop = EventLoop()
+    tap = FakeTap()
+    link = FaultyBackend(tap, FaultConfig(loss=0.5), seed=4, call_later=loop.call_later,
+                         observer=lambda way, frame, fate: seen.append((way, frame, fate.lost)))
+    link.set_receiver(lambda frame: True)
+    assert tap.receiver is not None
+    for i in range(40):
+        link.send(numbered(i))
+        tap.receiver(numbered(i))
+    assert [(w, f) for w, f, _ in seen] == [
+        (w, numbered(i)) for i in range(40) for w in ("outbound", "inbound")]
+    assert sum(lost for w, _, lost in seen if w == "outbound") == link.outbound_counters.lost
+    assert sum(lost for w, _, lost in seen if w == "inbound") == link.inbound_counters.lost
+    assert 0 < link.outbound_counters.lost < 40
+
+
 def test_a_lost_inbound_frame_counts_as_taken_by_the_link() -> None:
     link, tap, _, got = wrap(FaultConfig(loss=1.0))
     assert tap.receiver is not None
