@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from driver.net import BIG_PACKET, DEFAULT_WANTED, DriverConfig
+from emulator.backends.faults import FaultConfig
 from emulator.backends.pcap import Capture
 from emulator.net.device import NetDeviceConfig
 from stack.wire.ethernet import EtherType, build_frame
@@ -56,6 +57,9 @@ class DemoOptions:
     """Bytes of the TCP bulk transfer A → B (0: no TCP phase)."""
     strangers: int = 10
     """Frames A sends to a MAC nobody has (dropped by B's filter)."""
+    faults: FaultConfig | None = None
+    """What goes wrong on the wire during the TCP phase (seeded by ``seed``); the frame
+    phase, which checks every frame, always runs on a perfect wire."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.queue_pairs <= 16:
@@ -156,6 +160,8 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
     tcp: dict[str, Any] = {"bytes": 0}
     tcp_mismatches = 0
     if options.tcp_bytes:
+        if options.faults is not None:
+            pair.wire.set_faults(options.faults)
         add_stacks(pair)
         result = run_bulk(pair, options.tcp_bytes, max_steps=options.max_steps)
         conn = result.client.conn.counters
@@ -167,6 +173,7 @@ def _run(options: DemoOptions, loop: EventLoop, capture: Capture | None) -> dict
             "goodput_gbps_wall": round(result.goodput_bps / 1e9, 4),
             "goodput_gbps_virtual": round(result.virtual_goodput_bps / 1e9, 3),
             "wall_s": round(result.wall_s, 3),
+            "faults": None if options.faults is None else asdict(options.faults),
             "connection": vars(conn).copy(),
             "stacks": {name: {"stack": layers["stack"], "interface": layers["interface"]}
                        for name, layers in result.layers.items()},
@@ -233,6 +240,9 @@ def format_report(report: dict[str, Any]) -> str:
             f"closed={tcp['closed']}, goodput {tcp['goodput_gbps_wall'] * 1000:.1f} Mb/s "
             f"wall-clock ({tcp['wall_s']:.2f} s), {tcp['goodput_gbps_virtual']:.2f} Gb/s "
             "on the emulated link")
+        if tcp["faults"] is not None:
+            fired = {k: v for k, v in tcp["faults"].items() if v}
+            lines.append("  over a faulty wire: " + ", ".join(f"{k}={v}" for k, v in fired.items()))
         conn = {k: v for k, v in tcp["connection"].items() if v}
         lines.append("  connection a: " + ", ".join(f"{k}={v}" for k, v in conn.items()))
         for name, layers in tcp["stacks"].items():

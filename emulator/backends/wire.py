@@ -120,6 +120,13 @@ class Wire:
         self._queue: list[_Pending] = []
         self._seq = 0
 
+    def set_faults(self, faults: FaultConfig) -> None:
+        """From now on, frames meet ``faults`` (both directions); each direction's random
+        stream goes on where it was, so a run stays reproducible from its seed."""
+        self.faults = faults
+        for port in (self.a, self.b):
+            port._faults.faults = faults
+
     def serialization_ns(self, length: int) -> int:
         """Time the link needs to put ``length`` bytes on the wire (rounded up)."""
         return -(-(length * 8 * _NS_PER_S) // self.rate_bps)

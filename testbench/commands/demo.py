@@ -9,7 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from emulator.profiles import PROFILES
-from testbench.cli_args import EXIT_ERROR, EXIT_MISMATCH, EXIT_OK, count, positive, size, size_or_zero
+from testbench.cli_args import (
+    EXIT_ERROR,
+    EXIT_MISMATCH,
+    EXIT_OK,
+    FAULTS_HELP,
+    count,
+    faults,
+    positive,
+    size,
+    size_or_zero,
+)
 from testbench.demo import DemoOptions, format_report, run_demo
 from testbench.host import MIB
 from virtio.errors import VirtioError
@@ -63,6 +73,9 @@ def register(sub: Any) -> None:
         help="write a pcapng of host A: frames its driver handed the device (virtio_net_hdr "
         "in each packet's comment) and its side of the wire",
     )
+    demo.add_argument(
+        "--faults", type=faults, default=None, metavar="SPEC",
+        help="a faulty wire for the TCP phase: " + FAULTS_HELP)
     demo.set_defaults(handler=run)
 
 
@@ -80,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 queue_pairs=args.queue_pairs,
                 tcp_bytes=args.tcp_bytes,
                 strangers=args.strangers,
+                faults=args.faults,
             )
         )
     except (VirtioError, ValueError, OSError) as exc:

@@ -51,6 +51,28 @@ def test_demo_two_queue_pairs_and_big_buffers(capsys: pytest.CaptureFixture[str]
     assert b["device"]["rx_chains"] == b["device"]["rx_frames"]
 
 
+def test_demo_tcp_over_a_faulty_wire(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--faults``: the frame phase stays on a perfect wire (every frame checked), the
+    TCP phase meets the faults and still ends exact, its retransmissions explained."""
+    spec = "loss=0.02,reorder=0.01,reorder-delay=50us,duplicate=0.01,corrupt=0.01,jitter=2us"
+    assert main(["demo", "--json", "--frames", "30", "--tcp-bytes", "1M",
+                 "--faults", spec]) == EXIT_OK
+    report = json.loads(capsys.readouterr().out)
+    assert report["mismatches"] == 0
+    assert report["streams"]["a_to_b"]["exact"] == report["streams"]["b_to_a"]["exact"] == 30
+    tcp = report["tcp"]
+    assert tcp["exact"] and tcp["closed"]
+    assert tcp["faults"] == {"loss": 0.02, "duplicate": 0.01, "reorder": 0.01,
+                             "reorder_delay_ns": 50_000, "corrupt": 0.01, "jitter_ns": 2_000,
+                             "ce_mark": 0.0}
+    wire = report["wire"]["a_to_b"]
+    assert min(wire["lost"], wire["duplicated"], wire["reordered"], wire["corrupted"]) > 0
+    conn = tcp["connection"]
+    assert conn["retransmitted_segments"] > 0 and conn["bytes_out"] > 1 << 20
+    main(["demo", "--frames", "5", "--tcp-bytes", "64K", "--faults", "loss=0.05"])
+    assert "  over a faulty wire: loss=0.05" in capsys.readouterr().out
+
+
 def test_demo_text_report(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--frames", "10"]) == EXIT_OK
     out = capsys.readouterr().out
@@ -68,7 +90,12 @@ def test_too_little_guest_memory_is_one_clear_line(capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--frames", "0"], "must be positive"), (["--memory", "8X"], "not a positive size")],
+    [(["--frames", "0"], "must be positive"), (["--memory", "8X"], "not a positive size"),
+     (["--faults", "loss=2"], "FaultConfig.loss must be in [0, 1], got 2.0"),
+     (["--faults", "lose=0.1"], "'lose=0.1': expected key=value with a key of loss,"),
+     (["--faults", "jitter=5"], "jitter='5' is not a duration (e.g. 50us, 2ms)"),
+     (["--faults", "reorder-delay=infms"], "is not a duration"),
+     (["--faults", "loss=0.1,loss=0.2"], "loss given twice")],
 )
 def test_bad_arguments_exit_2(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
