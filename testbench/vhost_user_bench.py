@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from driver.net import DriverConfig
+from emulator.backends.faults import PERFECT, FaultConfig
 from emulator.backends.vhost_user import VhostUserNet, VhostUserServer, vhost_net_config
 from emulator.backends.wire import Wire
 from emulator.monitor import Monitor
@@ -50,7 +51,8 @@ class VhostUserBench:
     def __init__(self, workdir: Path | None = None, *, offered: FeatureSet | None = None,
                  profile: str = "strict", host_mode: str = "tso",
                  device: NetDeviceConfig | None = None,
-                 socket_path: str | None = None, host_ip: str = HOST_IP) -> None:
+                 socket_path: str | None = None, host_ip: str = HOST_IP,
+                 faults: FaultConfig | None = None, seed: int = 1) -> None:
         base = replace(device, profile=profile) if device is not None else NetDeviceConfig(
             profile=profile)
         self.config = vhost_net_config(base, offered)  # ValueError before anything is made
@@ -62,7 +64,9 @@ class VhostUserBench:
         self.socket_path = socket_path or str(self.workdir / "vhost.sock")
         self.loop = EventLoop()
         self.monitor = Monitor(self.loop.clock)
-        self.wire = Wire(self.loop.clock)
+        # the link between the guest's device and the far host; ``faults`` (seeded by
+        # ``seed``) makes it lose, reorder, duplicate or corrupt frames both ways
+        self.wire = Wire(self.loop.clock, faults=faults or PERFECT, seed=seed)
         self.loop.add_source(self.wire)
         self.vhost = VhostUserNet(self.config, self.wire.a, monitor=self.monitor,
                                   call_later=self.loop.call_later)

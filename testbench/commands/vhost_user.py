@@ -24,7 +24,7 @@ from typing import Any
 from emulator.backends.vhost_user import DEFAULT_OFFER, DELEGATED
 from emulator.profiles import PROFILES
 from stack.sockets import TcpListener, TcpSocket
-from testbench.cli_args import EXIT_ERROR, EXIT_OK
+from testbench.cli_args import EXIT_ERROR, EXIT_OK, FAULTS_HELP, faults
 from testbench.qemu_guest import GUEST_MAC, vhost_user_flags
 from testbench.vhost_user_bench import HOST_IP, VhostUserBench
 from virtio.errors import VirtioError
@@ -79,6 +79,9 @@ def register(sub: Any) -> None:
                      help=f"address of the emulated host, /24 (default {HOST_IP})")
     cmd.add_argument("--port", type=int, default=5001,
                      help="TCP port on which the emulated host takes data (5001)")
+    cmd.add_argument("--faults", type=faults, default=None, metavar="SPEC",
+                     help="a faulty link between the guest and the emulated host: "
+                     + FAULTS_HELP)
     cmd.add_argument("--json", action="store_true", help="print the final report as JSON")
     cmd.set_defaults(handler=run)
 
@@ -128,6 +131,8 @@ def report(bench: VhostUserBench, sink: Sink, seconds: float) -> dict[str, Any]:
         "device": {k: v for k, v in asdict(c).items() if v},
         "monitor": [str(r) for r in bench.monitor.records],
         "echo_replies_sent": bench.stack.iface.counters.echo_replies,
+        "link": {"to_host": bench.wire.a.counters.as_dict(),
+                 "to_guest": bench.wire.b.counters.as_dict()},
         "tcp": sink.done,
     }
 
@@ -135,7 +140,8 @@ def report(bench: VhostUserBench, sink: Sink, seconds: float) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     try:
         bench = VhostUserBench(offered=args.offer, profile=args.profile,
-                               socket_path=args.socket, host_ip=args.host_ip)
+                               socket_path=args.socket, host_ip=args.host_ip,
+                               faults=args.faults)
     except (VirtioError, ValueError, OSError) as exc:
         print(f"vnetbench vhost-user: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
