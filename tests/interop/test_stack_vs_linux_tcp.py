@@ -277,6 +277,8 @@ class RxSpy:
     syns: list[TcpHeader] = field(default_factory=list)
     ecn: dict[int, int] = field(default_factory=dict)
     """Frames with TCP payload by the ECN codepoint of their IP header."""
+    cwr: int = 0
+    """Frames with CWR set (the kernel saying it reduced its window, RFC 3168 §6.1.2)."""
 
     def capabilities(self) -> DeviceCapabilities:
         return self.driver.capabilities()
@@ -297,6 +299,8 @@ class RxSpy:
             tcp = tcp_offset(rx.data)
             if tcp is not None and rx.data[tcp + 13] & TcpFlags.SYN:
                 self.syns.append(TcpHeader.parse(rx.data[tcp:]))
+            elif tcp is not None and rx.data[tcp + 13] & TcpFlags.CWR:
+                self.cwr += 1
             if tcp is not None and len(rx.data) > tcp + (rx.data[tcp + 12] >> 4) * 4:
                 codepoint = frame_ecn(rx.data)
                 if codepoint is not None:
@@ -735,6 +739,41 @@ def check_ecn_exchange(ex: Exchange, family: Family, *, final: TcpState) -> dict
     info = ex.report["tcp_info"]
     assert isinstance(info, dict) and info["options"] & TCPI_OPT_ECN
     return info
+
+
+@pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
+def test_ce_marks_close_the_ecn_loop_with_the_kernel(family: Family) -> None:
+    """RFC 3168 §6.1 end to end with the kernel's TCP: the link between our device and
+    the tap marks 1% of the ECN-capable frames CE each way (a congested router), and
+    nothing is lost. Our data marked CE: the kernel echoes ECE, our sender reduces its
+    window and says CWR. The kernel's data marked CE: we echo ECE until its CWR, which
+    it sends. No segment needs resending; 8 MB each way exact."""
+    ex = kernel_server_exchange(family, OUR_TSO, ecn=True, faults=FaultConfig(ce_mark=0.01))
+    check_kernel_report(ex.report, pattern(SIZE))
+    assert bytes(ex.bulk.received) == pattern(SIZE + BACK_SHIFT)[BACK_SHIFT:]
+    info = ex.report["tcp_info"]
+    assert isinstance(info, dict) and info["options"] & TCPI_OPT_ECN
+    link = ex.ours.backend
+    assert isinstance(link, FaultyBackend)
+    out, inbound = link.outbound_counters, link.inbound_counters
+    assert out.ce_marked > 0 and inbound.ce_marked > 0
+    assert out.lost == inbound.lost == 0
+    conn = ex.bulk.sock.conn
+    c = conn.counters
+    assert conn.ecn_enabled
+    # the loop through the kernel for our data
+    assert c.ecn_ece_in > 0 and 0 < c.ecn_reductions <= out.ce_marked
+    # each reduction is announced with CWR on the next new data (the last one may
+    # find none: the transfer ended)
+    assert c.ecn_reductions - 1 <= c.ecn_cwr_out <= c.ecn_reductions
+    # and for its data: every CE mark reached our TCP, the kernel answered our ECE
+    assert c.ecn_ce_in == inbound.ce_marked
+    assert ex.ours.spy.cwr > 0
+    assert c.retransmitted_segments == 0
+    print(f"\n[ecn {family.name}] CE marks out/in {out.ce_marked}/{inbound.ce_marked}; ours: "
+          f"ECE in {c.ecn_ece_in}, reductions {c.ecn_reductions}, CWR out {c.ecn_cwr_out}, "
+          f"CE in {c.ecn_ce_in}; kernel CWRs seen {ex.ours.spy.cwr}, total_retrans "
+          f"{info['total_retrans']}")
 
 
 # -- path MTU discovery through a Linux router ------------------------------------------
