@@ -202,11 +202,12 @@ class Stack:
         conn = sock.conn
         if conn.ack_pending:
             # The previous segment of this batch asked for an immediate ACK (it was out
-            # of order, or filled a gap): send it before this one changes what it says.
-            # An ACK per such segment, as RFC 5681 §4.2 asks and Linux does for each
-            # out-of-order skb, each with the block of its own segment first (RFC 2018
-            # §4); one ACK for a whole batch carries three blocks at most, and a fourth
-            # new one would never be reported to the sender.
+            # of order, filled a gap, or was the second full-sized one): send it before
+            # this one changes what it says, as RFC 5681 §4.2 asks and Linux does per
+            # received skb. One ACK for a whole batch would be a stretch ACK (RFC 2525
+            # §2.13) and would carry three SACK blocks at most (RFC 2018 §4: the first
+            # for the segment that triggered it): a fourth new block would never be
+            # reported, and the sender would resend data we hold.
             self._send_from(key, sock, self.now)
         before = conn.state
         conn.on_segment(seg, self.now)
