@@ -616,6 +616,27 @@ class NetDevice:
         if used:
             self._signal(core, q, used)
 
+    def discard_tx(self, index: int) -> int:
+        """Give back every available chain of transmit queue ``index`` unread, used.len 0,
+        and send nothing: what a vhost-user back-end does with a ring that is started
+        but disabled (vhost-user.rst "Ring states": process and discard TX packets, no
+        side effects). Counted as ``tx-ring-disabled`` drops; returns how many."""
+        core = self.core
+        if core is None or not core.live or not index & 1 or index == self.ctrl_queue:
+            return 0
+        q = core.queue(index)
+        if q is None:
+            return 0
+        memory = core.memory
+        discarded = 0
+        for _ in range(q.pending(memory)):  # bounded: at most the queue size (pending checks)
+            q.discard(memory)
+            self.counters.drop("tx-ring-disabled")
+            discarded += 1
+        if discarded:
+            self._signal(core, q, discarded)
+        return discarded
+
     def _tolerant_pop(self, q: DeviceQueue, memory: GuestMemory) -> Chain | None:
         """``q.pop`` for a profile that skips chains it cannot walk (Firecracker): such a
         chain is recorded, counted as a drop and returned with used.len 0; an index the

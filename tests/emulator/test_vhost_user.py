@@ -388,9 +388,11 @@ def test_a_broken_ring_is_reported_on_the_err_eventfd(bench: Bench) -> None:
             os.close(err)
 
 
-def test_a_disabled_ring_waits_for_enable(bench: Bench) -> None:
-    """SET_VRING_ENABLE 0 (vhost-user.rst "Ring states"): no new receive frames for the
-    guest (they wait in the holding port) and no transmit until enabled again."""
+def test_a_disabled_ring_holds_receive_and_discards_transmit(bench: Bench) -> None:
+    """SET_VRING_ENABLE 0 (vhost-user.rst "Ring states": a started but disabled ring is
+    processed without side effects): no new receive frames for the guest (they wait in
+    the holding port until the ring is enabled), and the transmit chains kicked
+    meanwhile are processed and discarded — given back with used.len 0, nothing sent."""
     with bench.frontend() as fe:
         rx, tx = started(bench, fe)
         for _ in range(45):
@@ -401,13 +403,21 @@ def test_a_disabled_ring_waits_for_enable(bench: Bench) -> None:
         frame = bytes.fromhex("525400000001525400000002" "88b5") + bytes(100)
         bench.wire.b.send(frame)
         tx.add_chain([NetHdr().emit(12) + frame])
+        tx.add_chain([NetHdr().emit(12) + frame])
         fe.kick(TX)
         bench.serve()
-        assert (bench.vhost.port.held, rx.used_idx, tx.used_idx, bench.far) == (1, 0, 0, [])
+        assert (bench.vhost.port.held, rx.used_idx, tx.used_idx, bench.far) == (1, 0, 2, [])
+        assert [tx.used_elem(i)[1] for i in range(2)] == [0, 0]  # used.len 0
+        assert bench.vhost.net.counters.drops == {"tx-ring-disabled": 2}
+        assert fe.calls_of(TX) >= 1  # the driver learns its buffers are back
         for index in (RX, TX):
             assert fe.ack(m.Request.SET_VRING_ENABLE, m.vring_state(index, 1)) == 0
         bench.serve()
-        assert (bench.vhost.port.held, rx.used_idx, tx.used_idx, len(bench.far)) == (0, 1, 1, 1)
+        assert (bench.vhost.port.held, rx.used_idx, tx.used_idx, bench.far) == (0, 1, 2, [])
+        tx.add_chain([NetHdr().emit(12) + frame])  # enabled again: sent as usual
+        fe.kick(TX)
+        bench.serve()
+        assert (tx.used_idx, len(bench.far)) == (3, 1)
 
 
 def test_calls_follow_each_rings_event_index(bench: Bench) -> None:

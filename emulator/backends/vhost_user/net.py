@@ -283,6 +283,13 @@ class VhostUserNet:
         if enabled:
             self.kick(index)
 
+    def kick_disabled(self, index: int) -> None:
+        # vhost-user.rst "Ring states": a started but disabled ring is processed without
+        # side effects — for a network device no new receive packets (they wait in the
+        # holding port), and transmit packets processed and discarded.
+        if index & 1:
+            self.net.discard_tx(index)
+
     def poll(self) -> int:
         """Work that needs no event: frames held for the guest, when it has room now."""
         return self.port.drain() if self._running else 0

@@ -98,6 +98,10 @@ class VhostDevice(Protocol):
 
     def ring_enabled(self, index: int, enabled: bool) -> None: ...
 
+    def kick_disabled(self, index: int) -> None:
+        """Ring ``index`` was kicked while started but disabled."""
+        ...
+
     def poll(self) -> int:
         """Work due without an event (frames held for the guest); how much was done."""
         ...
@@ -282,6 +286,8 @@ class Session:
         ring.kicks += 1
         if self.device.running and ring.enabled:
             self.device.kick(index)
+        elif self.device.running:
+            self.device.kick_disabled(index)
 
     def _reset(self) -> None:
         if self.device.running:
