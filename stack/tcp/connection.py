@@ -2,6 +2,11 @@
 RFC 2018/6675, RFC 6298, RFC 5681/6582, RFC 9438), emitting TSO-sized segments when the
 device can segment them (smoltcp PR 1148).
 
+Loss recovery beyond RFC 6675 lives in small modules this one drives: PRR for the window
+during recovery (:mod:`stack.tcp.prr`, RFC 6937), RACK's time-based loss detection and
+the tail loss probe (:mod:`stack.tcp.rack`, :mod:`stack.tcp.tlp`, RFC 8985), and the
+undo of spurious reductions (:mod:`stack.tcp.undo`, RFC 2883 / 3522 / 3708).
+
 Feed it segments with :meth:`TcpConnection.on_segment`, call :meth:`TcpConnection.poll`
 after every input (a segment, ``send``, ``recv``, ``shutdown``, ``close``, ``abort``) and
 at :meth:`TcpConnection.next_deadline`; ``poll`` returns everything to transmit. Time is
@@ -33,9 +38,10 @@ from stack.tcp.options import (
     window_shift_for,
 )
 from stack.tcp.prr import Prr
+from stack.tcp.rack import Rack
 from stack.tcp.receive_buffer import ReceiveBuffer
 from stack.tcp.rtt import RttEstimator
-from stack.tcp.sack import Scoreboard, report_blocks
+from stack.tcp.sack import DUP_THRESH, Scoreboard, report_blocks
 from stack.tcp.segment import Outgoing, Segment
 from stack.tcp.send_buffer import SendBuffer
 from stack.tcp.state import (
@@ -45,6 +51,7 @@ from stack.tcp.state import (
     TcpError,
     TcpState,
 )
+from stack.tcp.tlp import TlpEpisode, pto
 from stack.tcp.undo import UndoEpisode
 from stack.wire.ecn import Ecn
 from stack.wire.tcp import TcpFlags, TcpOption, TimestampsOption
@@ -167,6 +174,13 @@ class TcpConnection:
         self._rto_undo_check = False
         """A timeout's first acceptable ACK is still to come (RFC 3522 §3 step 4)."""
         self._prr = Prr()
+        self._rack = Rack(isn)
+        self._rack_at: int | None = None
+        """RACK's reordering timer (RFC 8985 §6.3)."""
+        self._pto_at: int | None = None
+        """The tail loss probe timer (RFC 8985 §7.2)."""
+        self._tlp: TlpEpisode | None = None
+        self._sent_new_data = False
         self._reno_sacked = 0
         """Without SACK: bytes taken as delivered above SND.UNA, one SMSS a duplicate
         ACK (RFC 6937 §3's estimate of DeliveredData and pipe without SACK)."""
@@ -318,6 +332,7 @@ class TcpConnection:
         self.counters.pmtu_reductions += 1
         if self.state in SENDING and self.snd_max > self.snd_una:
             self.snd_nxt = self.snd_una
+            self._rack.reset(self.snd_una, self.snd_max)
             self._timing = None  # Karn: the resent data gives no RTT sample
             self._rto_at = now + self._rtt.rto
         return True
@@ -443,12 +458,14 @@ class TcpConnection:
 
     # ------------------------------------------------------------------ time
     def next_deadline(self) -> int | None:
-        """The earliest running timer: retransmission, delayed ACK, persist, keep-alive or
-        TIME-WAIT. Call poll() at that time (or earlier)."""
+        """The earliest running timer: retransmission, delayed ACK, persist, keep-alive,
+        TIME-WAIT, RACK reordering or tail loss probe. Call poll() at that time (or
+        earlier)."""
         if self.state is TcpState.CLOSED:
             return None
         times = [t for t in (self._rto_at, self._delack_at, self._persist_at,
-                             self._time_wait_at, self._fin_wait2_at, self._keepalive_at())
+                             self._time_wait_at, self._fin_wait2_at, self._keepalive_at(),
+                             self._rack_at, self._pto_at)
                  if t is not None]
         return min(times) if times else None
 
@@ -474,7 +491,10 @@ class TcpConnection:
             if self.snd_nxt == self.iss:
                 self._send_syn(out, now)
         elif self.state in SENDING:
+            self._sent_new_data = False
             self._send_data(out, now)
+            if self._sent_new_data:
+                self._arm_pto(now, restart=True)
             self._arm_persist(now)
         self._send_ack_if_due(out, now)
         return out
@@ -494,6 +514,12 @@ class TcpConnection:
             self._queue_rst(self.snd_max, self._rcv.rcv_nxt)
             self._to_closed()
             return
+        if self._rack_at is not None and now >= self._rack_at:
+            self._rack_at = None
+            self._rack_detect(now)
+            self._rack_may_recover(now)
+        if self._pto_at is not None and now >= self._pto_at:
+            self._on_pto(now, out)
         if self._rto_at is not None and now >= self._rto_at:
             self._on_rto(now, out)
             if self.state is TcpState.CLOSED:
@@ -666,7 +692,8 @@ class TcpConnection:
         return max(flight, 0)
 
     def _pipe(self) -> int:
-        return self._scoreboard.pipe(self.snd_una, self.snd_max, self._high_rxt, self.eff_mss)
+        return self._scoreboard.pipe(self.snd_una, self.snd_max, self._high_rxt, self.eff_mss,
+                                     self._rack_floor())
 
     def _reno_pipe(self) -> int:
         """Without SACK: what is in flight less what duplicate ACKs said left the
@@ -703,7 +730,7 @@ class TcpConnection:
             room = self._cc.cwnd - self._pipe()
             if room < smss:
                 return False
-            boundary = self._scoreboard.lost_below(smss)
+            boundary = self._scoreboard.lost_below(smss, self._rack_floor())
             start = max(self._high_rxt, self.snd_una)
             hole = self._scoreboard.next_hole(start, boundary) if boundary is not None else None
             if hole is not None:  # RFC 6675 NextSeg rule (1)
@@ -834,6 +861,11 @@ class TcpConnection:
                 self._cwr_pending = False
                 flags |= _CWR
                 self.counters.ecn_cwr_out += 1
+        if seq_end > self.snd_max:
+            if self.sack_enabled and self.config.rack:
+                self._rack.on_send(seq_end, now)  # RFC 8985 §6.1: the send time
+            if not probe:
+                self._sent_new_data = True
         if seq <= self.snd_nxt:
             self.snd_nxt = max(self.snd_nxt, seq_end)
         self.snd_max = max(self.snd_max, seq_end)
@@ -1027,6 +1059,10 @@ class TcpConnection:
         # HighData, no new recovery until it is acknowledged), RFC 2018 §8 (forget SACKs).
         self._start_undo(timeout=True)
         self._rto_undo_check = True
+        self._rack.reset(self.snd_una, self.snd_max)
+        self._rack_at = None
+        self._pto_at = None
+        self._tlp = None
         self._cc.on_timeout(now, self.snd_nxt - self.snd_una)
         self._in_recovery = False
         self._recover = self.snd_max
@@ -1326,7 +1362,11 @@ class TcpConnection:
         shift = 0 if syn_window else self.snd_wscale
         wnd = seg.window << shift
         delivered_before = self._delivered_mark()
+        old_una = self.snd_una
         new_sacked = 0
+        rack = self._rack_on()
+        delivered: list[tuple[int, int]] = []
+        dsack: tuple[int, int] | None = None
         blocks = sack_blocks(seg.options) if self.sack_enabled else []
         if blocks:
             self.counters.sack_blocks_in += len(blocks)
@@ -1338,7 +1378,14 @@ class TcpConnection:
                 hi = sq.unwrap(right, self.snd_una)
                 lo, hi = max(lo, ack, self.snd_una), min(hi, self.snd_max)
                 if lo < hi:
+                    if rack:
+                        delivered += self._scoreboard.unsacked_ranges(lo, hi)
                     new_sacked += self._scoreboard.add(lo, hi)
+        if rack:
+            if ack > self.snd_una:
+                delivered += self._scoreboard.unsacked_ranges(self.snd_una, ack)
+            if delivered:
+                self._rack.on_delivered(delivered, self._high_rxt, now)
         if ack > self.snd_una:
             self._on_new_ack(seg, ack, now)
         elif ack == self.snd_una and self.snd_max > self.snd_una and not self._probe_outstanding:
@@ -1348,6 +1395,11 @@ class TcpConnection:
                 dup = (not seg.payload and not flags & (_SYN | _FIN) and wnd == self.snd_wnd)
             if dup:
                 self._on_dup_ack(now)
+        if rack:
+            self._rack_detect(now)
+            self._rack_may_recover(now)
+        if self._tlp is not None:
+            self._tlp_on_ack(ack, old_una, dsack, new_sacked > 0 or bool(blocks), now)
         if self._in_recovery and self.config.prr:
             self._prr_on_ack(self._delivered_mark() - delivered_before)
         if flags & _ECE and self.ecn_enabled:
@@ -1356,6 +1408,7 @@ class TcpConnection:
         if self.snd_una <= ack <= self.snd_max and (
                 self._snd_wl1 < seq or (self._snd_wl1 == seq and self._snd_wl2 <= ack)):
             self._update_window(wnd, seq, ack)
+        self._arm_pto(now, restart=self.snd_una > old_una)
         # Our FIN acknowledged?
         fin_seq = self._fin_seq()
         fin_acked = fin_seq is not None and self.snd_una > fin_seq
@@ -1388,9 +1441,12 @@ class TcpConnection:
         return None
 
     def _on_dsack(self, lo: int, hi: int, now: int) -> None:
-        """A D-SACK: when it completes the proof that every retransmission of the last
-        episode was a duplicate, that episode was spurious (RFC 3708 §2)."""
+        """A D-SACK: RACK widens its reordering window (RFC 8985 §6.2 step 4); when it
+        completes the proof that every retransmission of the last episode was a
+        duplicate, that episode was spurious (RFC 3708 §2)."""
         self.counters.dsacks_in += 1
+        if self._rack_on():
+            self._rack.on_dsack(self.snd_una, self.snd_nxt)
         if self._undo is not None and self._undo.on_dsack(lo, hi):
             self._spurious(now)
 
@@ -1452,6 +1508,7 @@ class TcpConnection:
         self.snd_una = ack
         self.snd_nxt = max(self.snd_nxt, ack)
         self._scoreboard.advance(ack)
+        self._rack.advance(ack)
         self._retries = 0
         self._probes_unanswered = 0
         self._persist_backoff = 0
@@ -1483,6 +1540,7 @@ class TcpConnection:
                     self._cc.cwnd = min(self._cc.cwnd, self._cc.ssthresh)
                 self._in_recovery = False
                 self._reno_sacked = 0
+                self._rack.on_recovery_exit()
                 self._cc.on_recovery_end(now)
                 if self._undo is not None and self._undo.eifel(self._tsecr(seg)):
                     self._spurious(now)  # the holes were filled by the originals
@@ -1549,6 +1607,8 @@ class TcpConnection:
             self._cc.cwnd = self._cc.ssthresh + 3 * self.eff_mss
         self._high_rxt = self.snd_una
         self._rescue_rxt = None
+        self._tlp = None  # the recovery's reduction answers for the probe too
+        self._pto_at = None
         self._fast_rtx = True
         self._partial_acked = False
         self._timing = None
@@ -1570,6 +1630,115 @@ class TcpConnection:
                                          smss=self.eff_mss)
         if self._prr.ssrb:
             self.counters.prr_ssrb_acks += 1
+
+    # -- RACK (RFC 8985 §6) and TLP (§7); the logic is in stack.tcp.rack / stack.tcp.tlp
+    def _rack_on(self) -> bool:
+        return self.sack_enabled and self.config.rack
+
+    def _rack_floor(self) -> int | None:
+        """RACK's lost boundary, for RFC 6675's pipe and NextSeg (None: nothing)."""
+        rack = self._rack
+        if self._rack_on() and rack.lost_end > self.snd_una and rack.active(self.snd_una):
+            return rack.lost_end
+        return None
+
+    def _rack_detect(self, now: int) -> None:
+        """RFC 8985 §6.2 step 5 with the reordering window of step 4; arms the
+        reordering timer (§6.3)."""
+        rack = self._rack
+        if not self._rack_on() or not rack.active(self.snd_una) or self.snd_max <= self.snd_una:
+            self._rack_at = None
+            return
+        smss = self.eff_mss
+        before = max(rack.lost_end, self.snd_una)
+        reo_wnd = rack.reo_wnd(
+            in_recovery=self._in_recovery, srtt=self._rtt.srtt,
+            dupthresh_sacked=self._scoreboard.sacked_bytes > (DUP_THRESH - 1) * smss)
+        self._rack_at = rack.detect(now, reo_wnd)
+        if rack.lost_end > before:
+            for lo, hi in rack.segments_between(before, rack.lost_end, self.snd_una):
+                if self._scoreboard.sacked_in(lo, hi) < hi - lo:
+                    self.counters.rack_losses_detected += 1
+
+    def _rack_may_recover(self, now: int) -> None:
+        """RACK marked data lost outside recovery: fast recovery starts (RFC 8985 §6.2
+        with RFC 6675 §5 step 4), unless the data belongs to the window of the last one
+        (RFC 6582 §3.2 step 2 / RFC 6675 §5.1)."""
+        if (self._in_recovery or self.snd_una < self._recover
+                or self.snd_max <= self.snd_una or self._rack_floor() is None):
+            return
+        self._enter_recovery(now)
+
+    def _arm_pto(self, now: int, *, restart: bool) -> None:
+        """RFC 8985 §7.2: (re)start the probe timeout after new data or an ACK that
+        advanced SND.UNA (``restart``), cancel it when a probe may not go."""
+        if not (self.config.tlp and self.sack_enabled and self.state in SENDING
+                and self.snd_max > self.snd_una and not self._in_recovery
+                and self._tlp is None and not self._scoreboard.sacked_bytes
+                and not self._dupacks and self._rack.active(self.snd_una)
+                and not self._probe_outstanding and self.snd_wnd > 0):
+            self._pto_at = None
+            return
+        if not restart and self._pto_at is not None:
+            return
+        at = now + pto(self._rtt.srtt, self.snd_max - self.snd_una, self.eff_mss,
+                       self.config.tlp_delayed_ack_ns)
+        if self._rto_at is not None:
+            at = min(at, self._rto_at)
+        self._pto_at = at
+
+    def _on_pto(self, now: int, out: list[Outgoing]) -> None:
+        """RFC 8985 §7.3: the probe — one segment of new data when there is some and
+        the peer's window takes it, else the last segment sent — then the
+        retransmission timer again."""
+        self._pto_at = None
+        if not (self.state in SENDING and self.snd_max > self.snd_una
+                and not self._in_recovery and self._tlp is None):
+            return
+        opts = self._options(now)
+        seg_size, _ = self._payload_limits(opts)
+        smss = min(self.eff_mss, seg_size)
+        flight = self.snd_max - self.snd_una
+        data_end = self._data_end()
+        room = min(data_end - self.snd_nxt, self.snd_una + self.snd_wnd - self.snd_nxt)
+        if self.snd_nxt == self.snd_max and room > 0:
+            start = self.snd_nxt
+            self._transmit(out, start, min(room, smss), now, opts=opts, seg_size=seg_size)
+            is_retrans = False
+        else:
+            top = min(self.snd_max, data_end)
+            start = max(top - smss, self.snd_una)
+            fin_seq = self._fin_seq()
+            if top <= start and not (fin_seq is not None and fin_seq < self.snd_max):
+                return
+            self._transmit(out, start, max(top - start, 0), now, opts=opts, seg_size=seg_size)
+            is_retrans = True
+        self._tlp = TlpEpisode(start, self.snd_max, is_retrans=is_retrans, flight=flight)
+        self._rto_at = now + self._rtt.rto
+        self.counters.tlp_probes += 1
+
+    def _tlp_on_ack(self, ack: int, old_una: int, dsack: tuple[int, int] | None,
+                    sack_info: bool, now: int) -> None:
+        """RFC 8985 §7.4 (as Linux ``tcp_process_tlp_ack``): whether the probe repaired
+        a loss. A D-SACK for it, or a pure duplicate ACK of its end, means the original
+        arrived too; an ACK beyond it without one means the probe filled a hole: the
+        window is reduced as for a fast recovery (an undo episode holding the probe, so
+        a D-SACK that comes later takes the reduction back)."""
+        tlp = self._tlp
+        if tlp is None or ack < tlp.end_seq:
+            return
+        if not tlp.is_retrans or (dsack is not None and tlp.dsacked_by(*dsack)):
+            self._tlp = None
+        elif ack > tlp.end_seq:
+            self._tlp = None
+            undo = UndoEpisode(self._cc, tlp.start, tlp.end_seq)
+            undo.on_retransmit(tlp.start, tlp.end_seq, None)
+            self._undo = undo
+            self._cc.on_loss(now, tlp.flight)
+            self._cc.on_recovery_end(now)
+            self.counters.tlp_recoveries += 1
+        elif ack == old_una and not sack_info:
+            self._tlp = None
 
     def _update_window(self, wnd: int, seq: int, ack: int) -> None:
         self.snd_wnd = wnd
@@ -1671,12 +1840,16 @@ class TcpConnection:
         self._fin_wait2_at = None
         self._time_wait_at = now + self.config.time_wait_ns
         self._rto_at = None
+        self._rack_at = None
+        self._pto_at = None
         self._persist_at = None
 
     # ------------------------------------------------------------------ endings
     def _to_closed(self) -> None:
         self.state = TcpState.CLOSED
         self._rto_at = None
+        self._rack_at = None
+        self._pto_at = None
         self._delack_at = None
         self._persist_at = None
         self._time_wait_at = None

@@ -83,3 +83,12 @@ class TcpCounters:
     (Eifel, RFC 3522)."""
     undos: int = 0
     """Window reductions undone after a spurious retransmission was detected."""
+    rack_losses_detected: int = 0
+    """Segments (as sent: a TSO segment counts once) that RACK marked lost with
+    un-SACKed data in them (RFC 8985 §6.2 step 5), on an ACK or at its reordering
+    timer."""
+    tlp_probes: int = 0
+    """Tail loss probes sent at the probe timeout (RFC 8985 §7.3)."""
+    tlp_recoveries: int = 0
+    """Probes that repaired a loss: an ACK beyond the probe with no D-SACK for it
+    (RFC 8985 §7.4), answered with a window reduction."""

@@ -110,29 +110,45 @@ class Scoreboard:
         i = bisect_right(self._starts, seq)
         return self._starts[i] if i < len(self._starts) else None
 
-    def lost_below(self, smss: int) -> int | None:
+    def lost_below(self, smss: int, floor: int | None = None) -> int | None:
         """The boundary of RFC 6675's IsLost: an un-SACKed octet below the returned
         position is lost, one above is not. IsLost(S) holds when DupThresh discontiguous
         SACKed ranges, or more than (DupThresh - 1) * SMSS SACKed bytes, lie above S; both
-        only grow as S falls, so one boundary answers for every octet. None: nothing is
-        lost."""
+        only grow as S falls, so one boundary answers for every octet. ``floor``: a
+        boundary from another detector (RACK, :mod:`stack.tcp.rack`) — the higher of the
+        two. None: nothing is lost."""
         above = 0
+        boundary = floor
         for count, j in enumerate(range(len(self._starts) - 1, -1, -1), start=1):
             above += self._ends[j] - self._starts[j]
             if count >= DUP_THRESH or above > (DUP_THRESH - 1) * smss:
-                return self._starts[j]
-        return None
+                start = self._starts[j]
+                return start if boundary is None or start > boundary else boundary
+        return boundary
 
     def is_lost(self, seq: int, smss: int) -> bool:
         boundary = self.lost_below(smss)
         return boundary is not None and seq < boundary and not self.is_sacked(seq)
 
-    def pipe(self, snd_una: int, snd_max: int, high_rxt: int, smss: int) -> int:
+    def unsacked_ranges(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of ``[start, end)`` not SACKed, in order."""
+        out: list[tuple[int, int]] = []
+        seq = start
+        while seq < end:
+            hole = self.next_hole(seq, end)
+            if hole is None:
+                break
+            out.append(hole)
+            seq = hole[1]
+        return out
+
+    def pipe(self, snd_una: int, snd_max: int, high_rxt: int, smss: int,
+             lost_floor: int | None = None) -> int:
         """RFC 6675 §4 SetPipe(): over the octets in ``[snd_una, snd_max)`` not SACKed,
         count one for each not lost and one more for each retransmitted (below
-        ``high_rxt``)."""
+        ``high_rxt``). ``lost_floor`` as in :meth:`lost_below`."""
         unsacked = (snd_max - snd_una) - self.sacked_in(snd_una, snd_max)
-        boundary = self.lost_below(smss)
+        boundary = self.lost_below(smss, lost_floor)
         if boundary is None or boundary <= snd_una:
             lost = 0
         else:

@@ -102,7 +102,8 @@ def test_ecn_mode_is_checked() -> None:
 
 # -- ECT marking, §6.1.4-§6.1.5 ---------------------------------------------------------
 def test_new_data_is_ect0_pure_acks_and_retransmissions_are_not() -> None:
-    conn, peer = ecn_established()
+    # No tail loss probe: the retransmission here is the timeout's.
+    conn, peer = ecn_established(TcpConfig(ecn="on", congestion="reno", tlp=False))
     conn.send(b"d" * 2 * MSS)
     outs = conn.poll(SEC)
     assert [(len(o.segment.payload), o.ecn) for o in outs] == [(MSS, Ecn.ECT0)] * 2

@@ -40,8 +40,11 @@ EXPECTED = [1, 0, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 0, 1, 1, 1, 1, 1]
 
 
 def start(sack: bool, prr: bool = True) -> tuple[TcpConnection, Peer, list[Segment]]:
+    # DupThresh starts recovery, as the example counts (RACK would start it on the first
+    # SACK: the scripted handshake measured an RTT of 0, so its reordering window,
+    # min(min_RTT/4, SRTT), is 0).
     cfg = TcpConfig(congestion="reno", timestamps=False, sack=sack,
-                    initial_window_segments=20, prr=prr)
+                    initial_window_segments=20, prr=prr, rack=False)
     conn, peer = established(cfg, timestamps=False, sack=sack, now=T0)
     assert conn.eff_mss == S and conn.cwnd == 20 * S
     peer.send(T0)  # the scaled window, so the duplicate ACKs below carry the same one

@@ -55,7 +55,7 @@ def test_sender_sws_avoidance_and_override() -> None:
 
 
 def test_zero_window_persist_probes_back_off_and_reopen() -> None:
-    conn, peer = established(now=T0)
+    conn, peer = established(TcpConfig(tlp=False), now=T0)  # the RTO, not a probe, at the end
     rto = conn.rtt.rto
     assert rto == 200 * MS  # srtt 0 from the handshake, floored at rto_min
     conn.send(b"p" * 20_000)
@@ -128,7 +128,7 @@ def test_no_keepalive_by_default() -> None:
 
 
 def test_rto_backoff_doubling_and_rto_max() -> None:
-    conn, _ = established(TcpConfig(rto_max_ns=1 * SEC, data_retries=6), now=T0)
+    conn, _ = established(TcpConfig(rto_max_ns=1 * SEC, data_retries=6, tlp=False), now=T0)
     conn.send(b"d" * 100)
     [orig] = segments(conn.poll(T0))
     times = []
@@ -164,7 +164,7 @@ def test_rto_from_karn_samples_without_timestamps() -> None:
 
 
 def test_karn_no_sample_from_a_retransmission() -> None:
-    conn, peer = established(TcpConfig(timestamps=False), timestamps=False, now=T0)
+    conn, peer = established(TcpConfig(timestamps=False, tlp=False), timestamps=False, now=T0)
     conn.send(b"a" * 100)
     seg = segments(conn.poll(T0))
     rtx = segments(conn.poll(T0 + 200 * MS))

@@ -105,7 +105,8 @@ def test_tso_limit_can_change() -> None:
 
 
 def test_retransmissions_after_a_timeout_grow_to_tso_size() -> None:
-    conn, peer = established(TcpConfig(max_segment_payload=TSO, congestion="reno"), now=T0)
+    conn, peer = established(TcpConfig(max_segment_payload=TSO, congestion="reno", tlp=False),
+                             now=T0)
     conn.send(b"r" * 14480)
     [orig] = conn.poll(T0)
     assert len(orig.segment.payload) == 14480

@@ -16,10 +16,11 @@ from tests.stack.tcp.peer import MASK, MS, SEC, Peer, established, segments, ts_
 T0 = SEC
 
 
-def flight(timestamps: bool, *, undo: bool = True) -> tuple[TcpConnection, Peer, list[Segment]]:
+def flight(timestamps: bool, *, undo: bool = True,
+           tlp: bool = True) -> tuple[TcpConnection, Peer, list[Segment]]:
     # (No rescue retransmission of the tail during recovery: one more to D-SACK.)
     cfg = TcpConfig(congestion="reno", timestamps=timestamps, undo=undo,
-                    rescue_retransmit=False)
+                    rescue_retransmit=False, tlp=tlp)
     conn, peer = established(cfg, timestamps=timestamps, now=T0)
     peer.send(T0)  # the scaled window, so the duplicate ACKs below carry the same one
     mss = conn.eff_mss
@@ -119,7 +120,7 @@ def test_no_undo_when_the_ack_echoes_the_retransmission() -> None:
 
 
 def spurious_timeout(undo: bool) -> tuple[TcpConnection, Peer, list[Segment], int]:
-    conn, peer, segs = flight(True, undo=undo)
+    conn, peer, segs = flight(True, undo=undo, tlp=False)  # a timeout, not a probe
     deadline = conn.next_deadline()
     assert deadline is not None
     [rto] = segments(conn.poll(deadline))

@@ -1,0 +1,181 @@
+"""RACK: time-based loss detection (RFC 8985 §6), for connections that negotiated SACK.
+
+A segment is lost when a segment sent after it has been delivered (cumulatively ACKed or
+SACKed) and more than RACK.rtt + RACK.reo_wnd has passed since it was sent (§6.2 step
+5): a loss is declared after a reordering window of time, not after DupThresh segments,
+so a lost retransmission or a short flight still gets detected, and reordering within
+the window costs nothing.
+
+What this implementation keeps and what it leaves out:
+
+- **Transmission times** are kept for original transmissions only: a log of
+  (end, time) pairs in sequence order, which is also time order, since new data goes out
+  in sequence. So the segments "sent before" the most recently delivered one form a
+  prefix of the log, and so do the expired ones: each detection is two binary searches.
+  Lost marks are a boundary, like RFC 6675's IsLost (:mod:`stack.tcp.sack`): every
+  un-SACKed octet below :attr:`Rack.lost_end` is lost.
+- **Retransmissions** carry no time: RACK.xmit_ts is only advanced by newly delivered
+  octets never retransmitted (at or above HighRxt), which settles §6.2 step 1's
+  ambiguity by never taking a sample from a retransmission. The price: a lost
+  retransmission is left to the retransmission timer (as RFC 6675 does), not detected
+  by RACK.
+- **Reordering window** (§6.2 step 4): min_RTT/4 times a multiplier, at most SRTT;
+  zero when no reordering has been seen and the sender is in recovery or DupThresh
+  segments are SACKed (so RACK then acts like DupThresh). A round that sees a D-SACK
+  raises the multiplier (the round ends when SND.UNA passes SND.NXT of the D-SACK), and
+  16 recoveries without one bring it back to 1. min_RTT is the least RACK.rtt seen on
+  the connection (RFC 8985 suggests a windowed minimum; a connection here is short).
+- **Reordering seen** (§6.2 step 3): a newly delivered original octet below the
+  highest delivered one (RACK.fack).
+- After a retransmission timeout, and after a path-MTU reduction, the sender goes back
+  N and the log no longer says when the octets in flight were sent: detection rests
+  (:attr:`Rack.hold`) until SND.UNA passes SND.MAX of that moment.
+
+Both RACK and RFC 6675's DupThresh rule mark losses here: the lost boundary is the
+higher of the two. RFC 8985 offers RACK as the better rule (§3.4 explains what counting
+duplicate ACKs misses) and Linux with RACK no longer marks by DupThresh; keeping both is
+a choice for continuity: whatever a sender without RACK retransmits, this one does too,
+and RACK only adds time-based marks (while no reordering has been seen and DupThresh
+segments are SACKed its window is 0, so the two agree anyway). With reordering seen,
+DupThresh can still fire inside RACK's window — the price of that continuity; a D-SACK
+then undoes the reduction (:mod:`stack.tcp.undo`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+
+REO_WND_PERSIST = 16
+"""§6.2 step 4: recoveries after which a raised reordering window goes back to 1."""
+_COMPACT = 4096
+
+
+class Rack:
+    """RACK state of one connection (RFC 8985 §5.2's variables)."""
+
+    def __init__(self, snd_una: int) -> None:
+        self._ends: list[int] = []
+        self._times: list[int] = []
+        self._head = 0
+        self.xmit_ts: int | None = None
+        """RACK.xmit_ts: send time of the most recently sent octet delivered."""
+        self.end_seq = snd_una
+        """RACK.end_seq: the end of that segment."""
+        self.rtt = 0
+        """RACK.rtt: the RTT measured from it."""
+        self.min_rtt: int | None = None
+        self.fack = snd_una
+        """RACK.fack: the highest octet delivered, plus one."""
+        self.reordering_seen = False
+        self.reo_wnd_mult = 1
+        self.reo_wnd_persist = REO_WND_PERSIST
+        self.dsack_round: int | None = None
+        self.lost_end = snd_una
+        """Every un-SACKed octet below this is lost (monotone until :meth:`reset`)."""
+        self.hold = snd_una
+        """Detection rests while SND.UNA is below this (after going back N)."""
+
+    # -- the log
+    def on_send(self, end: int, now: int) -> None:
+        """New data up to ``end`` left at ``now``."""
+        if self._ends and end <= self._ends[-1]:
+            return
+        self._ends.append(end)
+        self._times.append(now)
+
+    def advance(self, snd_una: int) -> None:
+        """Forget what the cumulative ACK covers."""
+        head = bisect_right(self._ends, snd_una, self._head)
+        self._head = head
+        if head >= _COMPACT:
+            del self._ends[:head]
+            del self._times[:head]
+            self._head = 0
+
+    def reset(self, snd_una: int, snd_max: int) -> None:
+        """A retransmission timeout or a path-MTU reduction: the sender goes back N;
+        marks are dropped and detection rests until SND.UNA reaches ``snd_max``."""
+        self.lost_end = snd_una
+        self.hold = snd_max
+
+    def active(self, snd_una: int) -> bool:
+        return snd_una >= self.hold
+
+    # -- §6.2 steps 1-4 on an ACK
+    def on_delivered(self, ranges: list[tuple[int, int]], high_rxt: int, now: int) -> None:
+        """Octets newly delivered by an ACK (cumulatively or by SACK, each range not
+        delivered before). Those at or above ``high_rxt`` were never retransmitted:
+        they may show reordering and advance RACK.xmit_ts / end_seq / rtt."""
+        top = None
+        for start, hi in ranges:
+            lo = max(start, high_rxt)
+            if hi <= lo:
+                continue
+            if hi < self.fack:
+                self.reordering_seen = True  # §6.2 step 3
+            if top is None or hi > top:
+                top = hi
+        if top is None:
+            return
+        self.fack = max(self.fack, top)
+        i = bisect_left(self._ends, top, self._head)
+        if i >= len(self._ends):
+            return
+        t, end = self._times[i], self._ends[i]
+        if self.xmit_ts is None or t > self.xmit_ts or (t == self.xmit_ts and end > self.end_seq):
+            self.xmit_ts = t
+            self.end_seq = end
+            self.rtt = now - t
+            if self.min_rtt is None or self.rtt < self.min_rtt:
+                self.min_rtt = self.rtt
+
+    def on_dsack(self, snd_una: int, snd_nxt: int) -> None:
+        """§6.2 step 4: the first D-SACK of a round widens the reordering window."""
+        if self.dsack_round is not None and snd_una >= self.dsack_round:
+            self.dsack_round = None
+        if self.dsack_round is None:
+            self.dsack_round = snd_nxt
+            self.reo_wnd_mult += 1
+            self.reo_wnd_persist = REO_WND_PERSIST
+
+    def on_recovery_exit(self) -> None:
+        """§6.2 step 4: a recovery ended without widening the window."""
+        self.reo_wnd_persist -= 1
+        if self.reo_wnd_persist <= 0:
+            self.reo_wnd_mult = 1
+
+    def reo_wnd(self, *, in_recovery: bool, dupthresh_sacked: bool, srtt: int | None) -> int:
+        """§6.2 step 4: RACK.reo_wnd."""
+        if not self.reordering_seen and (in_recovery or dupthresh_sacked):
+            return 0
+        min_rtt = self.min_rtt or 0
+        wnd = min_rtt * self.reo_wnd_mult // 4
+        return min(wnd, srtt) if srtt is not None else wnd
+
+    def segments_between(self, lo: int, hi: int, snd_una: int) -> list[tuple[int, int]]:
+        """The logged segments ending in ``(lo, hi]``, as ranges (clipped to SND.UNA)."""
+        ends = self._ends
+        i = bisect_right(ends, lo, self._head)
+        out: list[tuple[int, int]] = []
+        while i < len(ends) and ends[i] <= hi:
+            start = ends[i - 1] if i > self._head else snd_una
+            out.append((max(start, snd_una), ends[i]))
+            i += 1
+        return out
+
+    # -- §6.2 step 5
+    def detect(self, now: int, reo_wnd: int) -> int | None:
+        """Mark lost every original segment sent before RACK's delivered one and sent
+        more than RACK.rtt + reo_wnd ago (raising :attr:`lost_end`). Returns when the
+        next of those segments expires (the RACK reordering timer, §6.3), or None."""
+        if self.xmit_ts is None:
+            return None
+        head = self._head
+        before = bisect_left(self._ends, self.end_seq, head)  # sent before RACK's segment
+        expired = bisect_right(self._times, now - self.rtt - reo_wnd, head, before)
+        if expired > head:
+            self.lost_end = max(self.lost_end, self._ends[expired - 1])
+        if before > expired:
+            # RFC 8985 takes the latest expiry of the segments still waiting.
+            return self._times[before - 1] + self.rtt + reo_wnd
+        return None
