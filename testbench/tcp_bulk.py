@@ -52,13 +52,15 @@ def stack_pair(mode: str = "tso", *, faults: FaultConfig | None = None, seed: in
                queue_pairs: int = 1, memory: int = 48 * MIB, profile: str = "strict",
                rate_bps: int = 10_000_000_000,
                rx_buffer_size: int | None = None,
-               wanted: FeatureSet | None = None, tcp: TcpConfig | None = None) -> Pair:
+               wanted: FeatureSet | None = None, tcp: TcpConfig | None = None,
+               quirks: frozenset[str] = frozenset()) -> Pair:
     """Host A (10.0.0.1, fd00::1) ↔ wire ↔ host B (10.0.0.2, fd00::2), stacks on top.
     ``rx_buffer_size`` None: page-sized buffers (:data:`RX_BUFFER_SIZE`) when MRG_RXBUF
     is wanted, the driver's default otherwise (a whole 64 KiB buffer per packet without
     MRG_RXBUF, §5.1.6.3.1); a number: that size either way.
     ``wanted``: what both drivers ask for, instead of ``mode``'s set. ``tcp``: both
-    stacks' TCP settings (default :class:`TcpConfig`)."""
+    stacks' TCP settings (default :class:`TcpConfig`). ``quirks``: both drivers'
+    misbehaviours (driver/quirks.py)."""
     if mode not in MODES:
         raise ValueError(f"unknown offload mode {mode!r}; known: {', '.join(MODES)}")
     base = MODES[mode] if wanted is None else wanted
@@ -66,7 +68,7 @@ def stack_pair(mode: str = "tso", *, faults: FaultConfig | None = None, seed: in
     if rx_buffer_size is None and F.MRG_RXBUF in wanted:
         rx_buffer_size = RX_BUFFER_SIZE
     drv = DriverConfig(wanted=wanted, queue_size=256, queue_pairs=queue_pairs,
-                       rx_buffer_size=rx_buffer_size)
+                       rx_buffer_size=rx_buffer_size, quirks=quirks)
     dev = NetDeviceConfig(profile=profile, max_queue_pairs=queue_pairs)
     p = make_pair(EventLoop(), a=HostConfig("a", MAC_A, memory, dev, drv),
                   b=HostConfig("b", MAC_B, memory, dev, drv), faults=faults, seed=seed,

@@ -1,5 +1,5 @@
 """The cells of a feature matrix: feature sets (named families, or every valid subset of
-a list of features added to a base) × workloads × device profiles."""
+a list of features added to a base) × driver quirk sets × workloads × device profiles."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from driver.net import DEFAULT_WANTED
+from driver.quirks import check_quirks
 from emulator.profiles import get_profile
 from testbench.feature_spec import SpecError, feature_by_name, parse_spec
 from testbench.negotiation import accept_sets
@@ -17,8 +18,8 @@ from virtio.constants import FeatureBit as F
 from virtio.features import FeatureSet, Level
 
 __all__ = [
-    "FAMILIES", "MAX_CELLS", "MAX_SUBSET_LIST", "OFFLOADS", "WORKLOADS", "Cell",
-    "FeatureChoice", "build_cells", "families", "subsets",
+    "FAMILIES", "MAX_CELLS", "MAX_SUBSET_LIST", "NO_QUIRKS", "OFFLOADS", "WORKLOADS", "Cell",
+    "FeatureChoice", "build_cells", "families", "quirk_set_label", "row_label", "subsets",
 ]
 
 OFFLOADS = FeatureSet.of(
@@ -54,6 +55,8 @@ WORKLOADS: dict[str, str] = {
 MAX_SUBSET_LIST = 10
 """At most 2**10 subsets."""
 MAX_CELLS = 4096
+NO_QUIRKS = "none"
+"""The quirk-set label of a correct driver."""
 
 
 @dataclass(frozen=True)
@@ -75,16 +78,31 @@ class Cell:
     size: int
     seed: int
     loss: float = 0.0
+    quirks: str = NO_QUIRKS
+    """Both drivers' quirks (driver/quirks.py), joined by ``+``; ``none``: a correct
+    driver."""
 
     @property
     def wanted(self) -> FeatureSet:
         return FeatureSet(self.wanted_bits)
 
     @property
+    def quirk_set(self) -> frozenset[str]:
+        return frozenset() if self.quirks == NO_QUIRKS else frozenset(self.quirks.split("+"))
+
+    @property
+    def label(self) -> str:
+        """The cell's row in the pivots (:func:`row_label`)."""
+        return row_label(self.features, self.quirks)
+
+    @property
     def cell_seed(self) -> int:
         """The wire's seed: from the matrix seed and the cell's coordinates, so a cell
-        draws the same faults whatever runs beside it."""
+        draws the same faults whatever runs beside it (a cell without quirks keeps the
+        seed it had before quirks were a coordinate)."""
         key = f"{self.seed}/{self.features}/{self.workload}/{self.profile}"
+        if self.quirks != NO_QUIRKS:
+            key += f"/{self.quirks}"
         return zlib.crc32(key.encode())
 
 
@@ -127,11 +145,29 @@ def base_set(text: str) -> FeatureSet:
     return family if family is not None else parse_spec(text, accept_sets())
 
 
+def row_label(features: str, quirks: str) -> str:
+    """A cell's line in the matrix's pivots: its features, with its quirk set when it
+    has one."""
+    return features if quirks == NO_QUIRKS else f"{features} [{quirks}]"
+
+
+def quirk_set_label(text: str) -> str:
+    """A quirk set as the matrix names it: ``none`` for a correct driver, else the
+    quirk names joined by ``+`` in the order given, each once; ValueError for an
+    unknown one."""
+    names = [n.strip() for n in text.split("+") if n.strip() and n.strip() != NO_QUIRKS]
+    if not names:
+        return NO_QUIRKS
+    check_quirks(frozenset(names))
+    return "+".join(dict.fromkeys(names))
+
+
 def build_cells(choices: Sequence[FeatureChoice], workloads: Sequence[str],
                 profiles: Sequence[str], *, size: int, seed: int,
-                loss: float = 0.0) -> list[Cell]:
-    """The cells, features outermost; ValueError for an unknown workload or profile,
-    or more than :data:`MAX_CELLS` cells."""
+                loss: float = 0.0, quirks: Sequence[str] = (NO_QUIRKS,)) -> list[Cell]:
+    """The cells, features outermost, then quirk sets, workloads, profiles; ValueError
+    for an unknown workload, profile or quirk, or more than :data:`MAX_CELLS` cells."""
+    quirk_sets = list(dict.fromkeys(quirk_set_label(q) for q in quirks))
     for w in workloads:
         if w not in WORKLOADS:
             raise ValueError(f"unknown workload {w!r}; known: {', '.join(WORKLOADS)}")
@@ -139,10 +175,11 @@ def build_cells(choices: Sequence[FeatureChoice], workloads: Sequence[str],
         get_profile(p)
     if not 0.0 <= loss < 1.0:
         raise ValueError(f"loss {loss} is not a probability below 1")
-    combos = list(itertools.product(choices, dict.fromkeys(workloads), dict.fromkeys(profiles)))
+    combos = list(itertools.product(choices, quirk_sets, dict.fromkeys(workloads),
+                                    dict.fromkeys(profiles)))
     if not combos:
         raise ValueError("the matrix has no cells")
     if len(combos) > MAX_CELLS:
         raise ValueError(f"{len(combos)} cells; at most {MAX_CELLS}")
-    return [Cell(i, c.label, c.wanted.bits, w, p, size, seed, loss)
-            for i, (c, w, p) in enumerate(combos)]
+    return [Cell(i, c.label, c.wanted.bits, w, p, size, seed, loss, q)
+            for i, (c, q, w, p) in enumerate(combos)]

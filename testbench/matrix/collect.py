@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testbench.matrix.cells import NO_QUIRKS
 from testbench.matrix.selection import Selection, parse
 
 __all__ = ["CELL_GLOB", "cell_path", "collect", "record", "write_record"]
@@ -65,8 +66,8 @@ def collect(directory: Path) -> tuple[Selection, list[dict[str, Any]], dict[str,
                          f"missing: {listed}")
     for cell in selection.cells:
         row = rows[cell.index]
-        if (row["features"], row["workload"], row["profile"]) != (
-                cell.features, cell.workload, cell.profile):
+        if (row["features"], row.get("quirks", NO_QUIRKS), row["workload"], row["profile"]) != (
+                cell.features, cell.quirks, cell.workload, cell.profile):
             raise ValueError(f"{cell_path(directory, cell.index)}: not cell {cell.index} of "
                              "its selection")
     meta = selection.meta(jobs=len({d["worker"] for d in docs}),

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from testbench.matrix.cells import NO_QUIRKS, row_label
 from testbench.matrix.runner import COLUMNS, WALL_COLUMNS
 
 __all__ = [
@@ -47,18 +48,22 @@ def totals(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
     return t
 
 
+def _label(row: dict[str, Any]) -> str:
+    return row_label(str(row["features"]), str(row.get("quirks") or NO_QUIRKS))
+
+
 def pivot(rows: Sequence[dict[str, Any]], column: str
           ) -> tuple[list[str], list[str], list[list[float | None]]]:
-    """Rows = feature sets, columns = workload/profile, values = ``column``
-    (None where a cell failed to run)."""
-    ys = list(dict.fromkeys(str(r["features"]) for r in rows))
+    """Rows = feature sets (with their quirk sets), columns = workload/profile, values =
+    ``column`` (None where a cell failed to run)."""
+    ys = list(dict.fromkeys(_label(r) for r in rows))
     xs = list(dict.fromkeys(f"{r['workload']}/{r['profile']}" for r in rows))
     grid: list[list[float | None]] = [[None] * len(xs) for _ in ys]
     for r in rows:
         value = r[column]
         if r["error"] or value == "":
             continue
-        grid[ys.index(str(r["features"]))][xs.index(f"{r['workload']}/{r['profile']}")] = \
+        grid[ys.index(_label(r))][xs.index(f"{r['workload']}/{r['profile']}")] = \
             float(value)
     return ys, xs, grid
 
@@ -86,7 +91,7 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any], *, details: b
         "Descriptors per MB (A's transmit + B's receive):",
         "",
     ]
-    by_key = {(str(r["features"]), f"{r['workload']}/{r['profile']}"): r for r in rows}
+    by_key = {(_label(r), f"{r['workload']}/{r['profile']}"): r for r in rows}
     ys, xs, _ = pivot(rows, "descriptors_per_mb")
     lines.append("| features | " + " | ".join(xs) + " |")
     lines.append("|---" * (len(xs) + 1) + "|")
@@ -94,7 +99,8 @@ def markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any], *, details: b
         cells = [_cell_text(by_key[(y, x)]) if (y, x) in by_key else "" for x in xs]
         lines.append(f"| {y} | " + " | ".join(cells) + " |")
     if details:
-        cols = ("features", "workload", "profile", "exact", "violations", "descriptors_per_mb",
+        cols = ("features", "quirks", "workload", "profile", "exact", "violations",
+                "violation_rules", "descriptors_per_mb",
                 "notifications_per_mb", "interrupts_per_mb", "device_segments",
                 "rx_coalesced", "virtual_goodput_mbps", "negotiated_offloads")
         lines += ["", "Every cell:", "", "| " + " | ".join(cols) + " |",

@@ -21,7 +21,7 @@ __all__ = ["COLUMNS", "WALL_COLUMNS", "ProgressBar", "run_cell", "run_cells"]
 
 MIB = 1 << 20
 COLUMNS = (
-    "index", "features", "workload", "profile", "seed", "bytes", "negotiated_offloads",
+    "index", "features", "quirks", "workload", "profile", "seed", "bytes", "negotiated_offloads",
     "exact", "received", "retransmits", "violations", "violation_rules",
     "tx_descriptors", "tx_notifications", "rx_descriptors", "interrupts",
     "device_segments", "tx_gso_packets", "rx_coalesced",
@@ -43,13 +43,13 @@ def run_cell(cell: Cell) -> dict[str, Any]:
     """One cell: build the pair, run the workload, read the counters. A cell that cannot
     run (the driver gives up, a bad combination) is a row with ``error`` set."""
     row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
-    row.update(index=cell.index, features=cell.features, workload=cell.workload,
-               profile=cell.profile, seed=cell.seed, exact=False)
+    row.update(index=cell.index, features=cell.features, quirks=cell.quirks,
+               workload=cell.workload, profile=cell.profile, seed=cell.seed, exact=False)
     faults = FaultConfig(loss=cell.loss) if cell.loss else None
     try:
         # stack_pair posts page-sized buffers only when they are mergeable
         p = stack_pair("tso", wanted=cell.wanted, profile=cell.profile, seed=cell.cell_seed,
-                       faults=faults)
+                       faults=faults, quirks=cell.quirk_set)
         _run_workload(p, cell, row)
     except (VirtioError, ValueError, OSError) as exc:
         row["error"] = f"{type(exc).__name__}: {exc}".replace("\n", " ")

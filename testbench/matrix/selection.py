@@ -1,5 +1,5 @@
 """Which cells a matrix runs: the selection options (``--features``/``--subsets``/``--base``,
-``--workloads``, ``--profiles``, ``--size``, ``--seed``, ``--loss``) shared by
+``--quirks``, ``--workloads``, ``--profiles``, ``--size``, ``--seed``, ``--loss``) shared by
 ``vnetbench matrix`` and the pytest suite (``--vnet-matrix "OPTIONS"``), so both build
 the same cells from the same words."""
 
@@ -27,7 +27,7 @@ from testbench.matrix.cells import (
 __all__ = ["DEFAULTS", "SELECTION_OPTIONS", "Selection", "add_arguments", "parse", "select"]
 
 DEFAULTS: dict[str, Any] = {
-    "features": ["none", "csum", "tso"], "subsets": None, "base": None,
+    "features": ["none", "csum", "tso"], "subsets": None, "base": None, "quirks": ["none"],
     "workloads": ["bulk4", "bulk6"], "profiles": ["strict"], "size": 2 << 20, "seed": 1,
     "loss": 0.0,
 }
@@ -63,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base", metavar="SPEC",
                    help="what --subsets adds to: a family or a SPEC (default: the driver's "
                         "default request without any offload)")
+    p.add_argument("--quirks", type=_list, metavar="SETS",
+                   help="comma list of driver quirk sets both drivers run with, each the "
+                        "quirk names joined by + (driver/quirks.py; none: a correct "
+                        "driver): every feature set runs with each, e.g. "
+                        "none,ignore-num-buffers (default: none)")
     p.add_argument("--workloads", type=_list, metavar="LIST",
                    help=f"comma list of {', '.join(WORKLOADS)} (default: bulk4,bulk6)")
     p.add_argument("--profiles", type=_list, metavar="LIST",
@@ -86,6 +91,7 @@ class Selection:
         o = self.options
         return {"cells": len(self.cells), "size": o["size"], "seed": o["seed"],
                 "loss": o["loss"], "features": [c.label for c in self.choices],
+                "quirks": list(dict.fromkeys(c.quirks for c in self.cells)),
                 "workloads": o["workloads"], "profiles": o["profiles"], "jobs": jobs,
                 "wall_s": round(wall_s, 3)}
 
@@ -103,7 +109,7 @@ def select(args: argparse.Namespace) -> Selection:
             raise ValueError("--base goes with --subsets")
         choices = families(o["features"])
     cells = build_cells(choices, o["workloads"], o["profiles"], size=o["size"], seed=o["seed"],
-                        loss=o["loss"])
+                        loss=o["loss"], quirks=o["quirks"])
     return Selection(choices, cells, o)
 
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from testbench.matrix.cells import Cell
+from testbench.matrix.cells import NO_QUIRKS, Cell
 from testbench.matrix.collect import record
 from testbench.matrix.pytest_matrix import PROPERTY, selection_of
 from testbench.matrix.runner import run_cell
@@ -28,7 +28,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "matrix_cell" in metafunc.fixturenames:
         cells = selection_of(metafunc.config)[1].cells
         metafunc.parametrize("matrix_cell", cells,
-                             ids=[f"{c.index}-{c.features}-{c.workload}-{c.profile}" for c in cells])
+                             ids=[f"{c.index}-{c.features}" + ("" if c.quirks == NO_QUIRKS
+                                                                else f"-{c.quirks}")
+                                  + f"-{c.workload}-{c.profile}" for c in cells])
 
 
 def test_cell(matrix_cell: Cell, request: pytest.FixtureRequest) -> None:

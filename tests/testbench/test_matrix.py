@@ -12,7 +12,15 @@ import pytest
 from testbench.cli import EXIT_ERROR, EXIT_OK, main
 from testbench.commands import matrix as matrix_command
 from testbench.feature_spec import SpecError
-from testbench.matrix.cells import FAMILIES, base_set, build_cells, families, subsets
+from testbench.matrix.cells import (
+    FAMILIES,
+    Cell,
+    base_set,
+    build_cells,
+    families,
+    quirk_set_label,
+    subsets,
+)
 from testbench.matrix.runner import COLUMNS, WALL_COLUMNS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -48,6 +56,9 @@ def test_sixty_four_cells_from_families() -> None:
          "--subsets needs at least one feature"),
         (lambda: build_cells(families(["tso"]), ["bulk5"], ["strict"], size=1, seed=1),
          "unknown workload 'bulk5'; known: bulk4, bulk6, small, udp"),
+        (lambda: build_cells(families(["tso"]), ["bulk4"], ["strict"], size=1, seed=1,
+                             quirks=["none", "gso-size-zer0"]),
+         "unknown driver quirk 'gso-size-zer0'; did you mean gso-size-zero?"),
     ],
 )
 def test_bad_choices_say_what_is_wrong(build: object, message: str) -> None:
@@ -55,6 +66,50 @@ def test_bad_choices_say_what_is_wrong(build: object, message: str) -> None:
     with pytest.raises((ValueError, SpecError)) as info:
         build()
     assert str(info.value) == message
+
+
+def test_quirk_sets_are_a_dimension_of_the_matrix() -> None:
+    assert quirk_set_label("none") == quirk_set_label("") == "none"
+    assert quirk_set_label("gso-size-zero+ignore-num-buffers+gso-size-zero") == \
+        "gso-size-zero+ignore-num-buffers"
+    cells = build_cells(families(["none", "tso"]), ["bulk4"], ["strict", "linux"], size=1,
+                        seed=3, quirks=["none", "gso-size-zero", "none"])
+    assert [(c.features, c.quirks, c.profile) for c in cells] == [
+        ("none", "none", "strict"), ("none", "none", "linux"),
+        ("none", "gso-size-zero", "strict"), ("none", "gso-size-zero", "linux"),
+        ("tso", "none", "strict"), ("tso", "none", "linux"),
+        ("tso", "gso-size-zero", "strict"), ("tso", "gso-size-zero", "linux")]
+    assert cells[2].quirk_set == frozenset({"gso-size-zero"}) and cells[0].quirk_set == frozenset()
+    assert cells[2].label == "none [gso-size-zero]" and cells[0].label == "none"
+    # a cell without quirks keeps the wire seed it had before quirks were a coordinate
+    import zlib  # noqa: PLC0415
+    assert cells[0].cell_seed == zlib.crc32(b"3/none/bulk4/strict")
+    assert len({c.cell_seed for c in cells}) == 8
+    assert Cell(0, "tso", 0, "bulk4", "strict", 1, 1).quirks == "none"
+
+
+def test_a_quirk_shows_in_its_cells_only(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """gso-size-zero (TSO packets with gso_size 0) is refused by the strict device only
+    where TSO was negotiated: the tso cell records it (and TCP recovers at MSS-sized
+    segments), the csum cell is as clean as without the quirk."""
+    code = main(["matrix", "--features", "csum,tso", "--quirks", "none,gso-size-zero",
+                 "--workloads", "bulk4", "--size", "256K", "--jobs", "1", "--quiet",
+                 "--no-plots", "--out", str(tmp_path)])
+    assert code == 1  # a cell broke a rule
+    with (tmp_path / "matrix.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["features"], r["quirks"], r["exact"]) for r in rows] == [
+        ("csum", "none", "True"), ("csum", "gso-size-zero", "True"),
+        ("tso", "none", "True"), ("tso", "gso-size-zero", "True")]
+    assert [r["violation_rules"] for r in rows] == ["", "", "", "gso-size-zero"]
+    assert int(rows[3]["violations"]) > 0
+    assert {k: v for k, v in rows[0].items() if k not in (*WALL_COLUMNS, "index", "quirks")} \
+        == {k: v for k, v in rows[1].items() if k not in (*WALL_COLUMNS, "index", "quirks")}
+    md = (tmp_path / "matrix.md").read_text()
+    assert "| tso [gso-size-zero] | " in md and "⚠" in md
+    assert json.loads((tmp_path / "matrix.json").read_text())["meta"]["quirks"] == [
+        "none", "gso-size-zero"]
 
 
 def _run(out: Path, jobs: int, capsys: pytest.CaptureFixture[str]) -> list[dict[str, str]]:

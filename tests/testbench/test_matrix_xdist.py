@@ -81,7 +81,8 @@ def test_collected_run_equals_a_normal_run(
                 del row[column]
         del doc["meta"]["wall_s"]
     assert docs[0]["meta"] == {"cells": 4, "size": 131072, "seed": 5, "loss": 0.0,
-                               "features": ["none", "tso"], "workloads": ["bulk4", "small"],
+                               "features": ["none", "tso"], "quirks": ["none"],
+                               "workloads": ["bulk4", "small"],
                                "profiles": ["strict"], "jobs": 1}
     docs[1]["meta"]["jobs"] = 1  # two workers ran the collected cells
     assert docs[0] == docs[1]
