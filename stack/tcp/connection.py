@@ -41,7 +41,7 @@ from stack.tcp.prr import Prr
 from stack.tcp.rack import Rack
 from stack.tcp.receive_buffer import ReceiveBuffer
 from stack.tcp.rtt import RttEstimator
-from stack.tcp.sack import DUP_THRESH, Scoreboard, report_blocks
+from stack.tcp.sack import DUP_THRESH, Scoreboard, dsack_range, report_blocks
 from stack.tcp.segment import Outgoing, Segment
 from stack.tcp.send_buffer import SendBuffer
 from stack.tcp.state import (
@@ -51,7 +51,7 @@ from stack.tcp.state import (
     TcpError,
     TcpState,
 )
-from stack.tcp.tlp import TlpEpisode, pto
+from stack.tcp.tlp import TlpEpisode, TlpOutcome, pto
 from stack.tcp.undo import UndoEpisode
 from stack.wire.ecn import Ecn
 from stack.wire.tcp import TcpFlags, TcpOption, TimestampsOption
@@ -1370,7 +1370,9 @@ class TcpConnection:
         blocks = sack_blocks(seg.options) if self.sack_enabled else []
         if blocks:
             self.counters.sack_blocks_in += len(blocks)
-            dsack = self._dsack_of(blocks, ack)
+            una = self.snd_una
+            dsack = dsack_range([(sq.unwrap(a, una), sq.unwrap(b, una)) for a, b in blocks[:2]],
+                                ack)
             if dsack is not None:
                 self._on_dsack(*dsack, now)
             for left, right in blocks:
@@ -1423,22 +1425,6 @@ class TcpConnection:
                 self._to_closed()
                 return False
         return True
-
-    def _dsack_of(self, blocks: list[tuple[int, int]], ack: int) -> tuple[int, int] | None:
-        """RFC 2883 §4: the first SACK block reports a duplicate when it lies below the
-        cumulative ACK or within the second block."""
-        lo = sq.unwrap(blocks[0][0], self.snd_una)
-        hi = sq.unwrap(blocks[0][1], self.snd_una)
-        if hi <= lo:
-            return None
-        if hi <= ack:
-            return lo, hi
-        if len(blocks) > 1:
-            lo2 = sq.unwrap(blocks[1][0], self.snd_una)
-            hi2 = sq.unwrap(blocks[1][1], self.snd_una)
-            if lo2 <= lo and hi <= hi2:
-                return lo, hi
-        return None
 
     def _on_dsack(self, lo: int, hi: int, now: int) -> None:
         """A D-SACK: RACK widens its reordering window (RFC 8985 §6.2 step 4); when it
@@ -1719,26 +1705,23 @@ class TcpConnection:
 
     def _tlp_on_ack(self, ack: int, old_una: int, dsack: tuple[int, int] | None,
                     sack_info: bool, now: int) -> None:
-        """RFC 8985 §7.4 (as Linux ``tcp_process_tlp_ack``): whether the probe repaired
-        a loss. A D-SACK for it, or a pure duplicate ACK of its end, means the original
-        arrived too; an ACK beyond it without one means the probe filled a hole: the
-        window is reduced as for a fast recovery (an undo episode holding the probe, so
-        a D-SACK that comes later takes the reduction back)."""
+        """RFC 8985 §7.4 (decided by :meth:`TlpEpisode.on_ack`): a probe that repaired a
+        loss reduces the window as a fast recovery would, under an undo episode holding
+        the probe, so a D-SACK that comes later takes the reduction back."""
         tlp = self._tlp
-        if tlp is None or ack < tlp.end_seq:
+        if tlp is None:
             return
-        if not tlp.is_retrans or (dsack is not None and tlp.dsacked_by(*dsack)):
-            self._tlp = None
-        elif ack > tlp.end_seq:
-            self._tlp = None
+        outcome = tlp.on_ack(ack, advanced=ack > old_una, dsack=dsack, sack_info=sack_info)
+        if outcome is None:
+            return
+        self._tlp = None
+        if outcome is TlpOutcome.REPAIRED:
             undo = UndoEpisode(self._cc, tlp.start, tlp.end_seq)
             undo.on_retransmit(tlp.start, tlp.end_seq, None)
             self._undo = undo
             self._cc.on_loss(now, tlp.flight)
             self._cc.on_recovery_end(now)
             self.counters.tlp_recoveries += 1
-        elif ack == old_una and not sack_info:
-            self._tlp = None
 
     def _update_window(self, wnd: int, seq: int, ack: int) -> None:
         self.snd_wnd = wnd

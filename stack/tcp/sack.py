@@ -179,6 +179,22 @@ class Scoreboard:
         return (seq, end) if end > seq else None
 
 
+def dsack_range(blocks: list[tuple[int, int]], ack: int) -> tuple[int, int] | None:
+    """The sender's reading of RFC 2883 §4: the first SACK block of an ACK (``blocks``
+    unwrapped, in the order received) reports a duplicate when it lies below the
+    cumulative ACK, or within the second block. That range, else None."""
+    if not blocks:
+        return None
+    lo, hi = blocks[0]
+    if hi <= lo:
+        return None
+    if hi <= ack:
+        return lo, hi
+    if len(blocks) > 1 and blocks[1][0] <= lo and hi <= blocks[1][1]:
+        return lo, hi
+    return None
+
+
 def report_blocks(ooo: list[tuple[int, int]], recent: list[tuple[int, int]],
                   max_blocks: int) -> list[tuple[int, int]]:
     """RFC 2018 §4: the SACK blocks a receiver reports, up to ``max_blocks``.

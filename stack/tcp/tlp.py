@@ -28,6 +28,8 @@ Choices, with the sections they follow:
 
 from __future__ import annotations
 
+from enum import Enum
+
 NO_RTT_PTO_NS = 1_000_000_000
 """§7.2: the PTO before an RTT sample."""
 TIMER_SLACK_NS = 2_000_000
@@ -40,6 +42,13 @@ def pto(srtt: int | None, flight: int, smss: int, delayed_ack_ns: int) -> int:
     if srtt is None:
         return NO_RTT_PTO_NS
     return 2 * srtt + (delayed_ack_ns if flight < 2 * smss else TIMER_SLACK_NS)
+
+
+class TlpOutcome(Enum):
+    NO_LOSS = "no-loss"
+    """The episode ended and shows no loss (new data probed, or both copies arrived)."""
+    REPAIRED = "repaired"
+    """The probe filled a hole: a loss the sender must answer (§7.4.2)."""
 
 
 class TlpEpisode:
@@ -57,3 +66,21 @@ class TlpEpisode:
     def dsacked_by(self, lo: int, hi: int) -> bool:
         """A D-SACK ``[lo, hi)`` covers the retransmitted probe."""
         return self.is_retrans and lo < self.end_seq and hi > self.start
+
+    def on_ack(self, ack: int, *, advanced: bool, dsack: tuple[int, int] | None,
+               sack_info: bool) -> TlpOutcome | None:
+        """§7.4, as Linux ``tcp_process_tlp_ack`` reads it, for an ACK at or beyond
+        TLP.end_seq: a probe of new data proves nothing; a D-SACK for the probe, or a
+        pure duplicate ACK of its end (SND.UNA not moved, no SACK), means the original
+        arrived too; an ACK beyond the probe without either means the probe repaired a
+        loss. Otherwise (the ACK of the probe itself, which also covers an original that
+        may have arrived), wait for the next ACK. None: the episode goes on."""
+        if ack < self.end_seq:
+            return None
+        if not self.is_retrans or (dsack is not None and self.dsacked_by(*dsack)):
+            return TlpOutcome.NO_LOSS
+        if ack > self.end_seq:
+            return TlpOutcome.REPAIRED
+        if not advanced and not sack_info:
+            return TlpOutcome.NO_LOSS
+        return None

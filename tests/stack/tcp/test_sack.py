@@ -3,7 +3,7 @@ block choice (RFC 2018 §4)."""
 
 from __future__ import annotations
 
-from stack.tcp.sack import MAX_BLOCKS, Scoreboard, report_blocks
+from stack.tcp.sack import MAX_BLOCKS, Scoreboard, dsack_range, report_blocks
 
 M = 1000  # SMSS
 
@@ -79,3 +79,19 @@ def test_scoreboard_is_bounded() -> None:
         sb.add(2 * i, 2 * i + 1)  # a peer SACKing every other byte
     assert len(sb) == MAX_BLOCKS
     assert sb.add(0, 10) == 5  # merging into existing ranges still works
+
+
+def test_dsack_range_rfc2883_section4() -> None:
+    # Below the cumulative ACK (§4.1), inside the second block (§4.2), or neither.
+    assert dsack_range([(1000, 2000)], 3000) == (1000, 2000)
+    assert dsack_range([(5000, 6000), (4000, 7000)], 3000) == (5000, 6000)
+    assert dsack_range([(5000, 6000), (6000, 7000)], 3000) is None
+    assert dsack_range([(5000, 6000)], 3000) is None
+    assert dsack_range([], 3000) is None
+
+
+def test_last_hole_is_the_highest_unsacked_range() -> None:
+    assert board((3000, 4000)).last_hole(1000, 6000) == (4000, 6000)
+    assert board((3000, 6000)).last_hole(1000, 6000) == (1000, 3000)
+    assert board((2000, 3000), (4000, 6000)).last_hole(1000, 6000) == (3000, 4000)
+    assert board((1000, 6000)).last_hole(1000, 6000) is None
