@@ -848,6 +848,8 @@ class TcpConnection:
             if self._undo is not None and not probe:
                 self._undo.on_retransmit(seq, min(seq_end, self.snd_max),
                                          self._tsval(now) if self.ts_enabled else None)
+            if not probe and self._rack_on():
+                self._rack.on_retransmit(seq, min(seq_end, self.snd_max), now)
             if self._timing is not None and seq < self._timing[0]:
                 self._timing = None  # Karn: the sample would be ambiguous
         elif self._timing is None:
@@ -1645,6 +1647,15 @@ class TcpConnection:
             for lo, hi in rack.segments_between(before, rack.lost_end, self.snd_una):
                 if self._scoreboard.sacked_in(lo, hi) < hi - lo:
                     self.counters.rack_losses_detected += 1
+        sent_at = rack.head_retransmitted_at(self.snd_una) if self._in_recovery else None
+        if sent_at is not None and not self._fast_rtx:
+            lost_at = rack.retransmission_lost_at(sent_at, reo_wnd)
+            if lost_at is not None and now >= lost_at:
+                # The retransmission at SND.UNA was lost too: it goes again at once.
+                self._fast_rtx = True
+                self.counters.rack_losses_detected += 1
+            elif lost_at is not None and (self._rack_at is None or lost_at < self._rack_at):
+                self._rack_at = lost_at
 
     def _rack_may_recover(self, now: int) -> None:
         """RACK marked data lost outside recovery: fast recovery starts (RFC 8985 §6.2

@@ -14,11 +14,15 @@ What this implementation keeps and what it leaves out:
   prefix of the log, and so do the expired ones: each detection is two binary searches.
   Lost marks are a boundary, like RFC 6675's IsLost (:mod:`stack.tcp.sack`): every
   un-SACKed octet below :attr:`Rack.lost_end` is lost.
-- **Retransmissions** carry no time: RACK.xmit_ts is only advanced by newly delivered
-  octets never retransmitted (at or above HighRxt), which settles §6.2 step 1's
-  ambiguity by never taking a sample from a retransmission. The price: a lost
-  retransmission is left to the retransmission timer (as RFC 6675 does), not detected
-  by RACK.
+- **Retransmissions** are not in the log: RACK.xmit_ts is only advanced by newly
+  delivered octets never retransmitted (at or above HighRxt), which settles §6.2 step
+  1's ambiguity by never taking a sample from a retransmission. Retransmissions have
+  their own small record (:meth:`Rack.on_retransmit`), asked about the one that holds
+  SND.UNA (:meth:`Rack.head_retransmitted_at`, :meth:`Rack.retransmission_lost_at`):
+  once data sent after it is delivered and RACK.rtt + reo_wnd has passed, it was lost
+  and goes again — the lost retransmission that blocks the cumulative ACK, which RFC
+  6675 alone leaves to the retransmission timer. A lost retransmission above SND.UNA
+  is found when SND.UNA reaches it.
 - **Reordering window** (§6.2 step 4): min_RTT/4 times a multiplier, at most SRTT;
   zero when no reordering has been seen and the sender is in recovery or DupThresh
   segments are SACKed (so RACK then acts like DupThresh). A round that sees a D-SACK
@@ -48,6 +52,8 @@ from bisect import bisect_left, bisect_right
 REO_WND_PERSIST = 16
 """§6.2 step 4: recoveries after which a raised reordering window goes back to 1."""
 _COMPACT = 4096
+MAX_RETRANSMISSIONS = 4096
+"""Bound on the retransmission record; the oldest go first."""
 
 
 class Rack:
@@ -74,6 +80,8 @@ class Rack:
         """Every un-SACKed octet below this is lost (monotone until :meth:`reset`)."""
         self.hold = snd_una
         """Detection rests while SND.UNA is below this (after going back N)."""
+        self._rtx: list[tuple[int, int, int]] = []
+        """(start, end, time) of retransmissions above SND.UNA, in the order sent."""
 
     # -- the log
     def on_send(self, end: int, now: int) -> None:
@@ -83,8 +91,22 @@ class Rack:
         self._ends.append(end)
         self._times.append(now)
 
+    def on_retransmit(self, start: int, end: int, now: int) -> None:
+        """``[start, end)`` was sent again at ``now``."""
+        if end > start:
+            if len(self._rtx) >= MAX_RETRANSMISSIONS:
+                del self._rtx[0]
+            self._rtx.append((start, end, now))
+
+    def head_retransmitted_at(self, snd_una: int) -> int | None:
+        """When the octet at SND.UNA was last retransmitted (None: not recorded)."""
+        times = [t for start, end, t in self._rtx if start <= snd_una < end]
+        return max(times) if times else None
+
     def advance(self, snd_una: int) -> None:
         """Forget what the cumulative ACK covers."""
+        if self._rtx:
+            self._rtx = [r for r in self._rtx if r[1] > snd_una]
         head = bisect_right(self._ends, snd_una, self._head)
         self._head = head
         if head >= _COMPACT:
@@ -97,6 +119,7 @@ class Rack:
         marks are dropped and detection rests until SND.UNA reaches ``snd_max``."""
         self.lost_end = snd_una
         self.hold = snd_max
+        self._rtx.clear()
 
     def active(self, snd_una: int) -> bool:
         return snd_una >= self.hold
@@ -162,6 +185,15 @@ class Rack:
             out.append((max(start, snd_una), ends[i]))
             i += 1
         return out
+
+    def retransmission_lost_at(self, sent_at: int, reo_wnd: int) -> int | None:
+        """§6.2 step 5 for a retransmission sent at ``sent_at``: once an original sent
+        at or after it has been delivered (RACK.xmit_ts >= sent_at: new data goes after
+        a retransmission), it is lost at sent_at + RACK.rtt + reo_wnd. None: nothing sent
+        after it has been delivered yet."""
+        if self.xmit_ts is None or self.xmit_ts < sent_at:
+            return None
+        return sent_at + self.rtt + reo_wnd
 
     # -- §6.2 step 5
     def detect(self, now: int, reo_wnd: int) -> int | None:

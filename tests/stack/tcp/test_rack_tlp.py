@@ -174,3 +174,26 @@ def test_a_dsack_for_the_probe_means_no_loss() -> None:
     c = conn.counters
     assert (c.tlp_probes, c.tlp_recoveries, c.dsacks_in) == (1, 0, 1)
     assert conn.ssthresh == ssthresh
+
+
+def test_rack_finds_a_lost_retransmission_without_a_timeout() -> None:
+    """Segment 0 is lost and so is its retransmission (sent at t + 10 ms). New data
+    sent during recovery at t + 20 ms is SACKed at t + 30 ms: the retransmission was
+    sent before it and RACK.rtt (10 ms) + reo_wnd (0 in recovery) have passed since, so
+    it goes again then — RFC 6675 alone would wait for the RTO at t + 200 ms."""
+    conn, peer, segs, t = flight(10, queued=20)
+    s, mss = [x.seq for x in segs], conn.eff_mss
+    peer.send(t + RTT, ack=s[0], sack=((s[1], s[4]),))  # 3 SACKed: recovery
+    [rtx] = segments(conn.poll(t + RTT))
+    assert rtx.seq == s[0] and conn.in_recovery
+    peer.send(t + 2 * RTT, ack=s[0], sack=((s[1], (s[9] + mss) & MASK),))
+    new = segments(conn.poll(t + 2 * RTT))  # PRR lets new data go
+    assert new and all(x.seq == (s[9] + (i + 1) * mss) & MASK for i, x in enumerate(new))
+    losses = conn.counters.rack_losses_detected
+    end = (new[0].seq + mss) & MASK
+    peer.send(t + 3 * RTT, ack=s[0], sack=((s[1], end),))  # the first new one arrives
+    again = segments(conn.poll(t + 3 * RTT))
+    assert again[0].seq == s[0]
+    c = conn.counters
+    assert c.rack_losses_detected == losses + 1 and c.timeouts == 0
+    assert c.retransmitted_segments == 2 and c.fast_retransmits == 1
