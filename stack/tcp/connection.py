@@ -1518,10 +1518,12 @@ class TcpConnection:
         acked = ack - old_una
         if self._in_recovery:
             if ack >= self._recover:
-                if self.config.prr:
+                if self.config.prr and self.sack_enabled:
                     self._cc.cwnd = self._cc.ssthresh  # RFC 6937 §3: recovery ends
                 elif not self.sack_enabled:
-                    # RFC 6582 §3.2 step 6, option (1).
+                    # RFC 6582 §3.2 step 6, option (1), with PRR too: without SACK the
+                    # flight at the full ACK can be far below ssthresh, and cwnd =
+                    # ssthresh would release the difference in one burst.
                     flight = self.snd_max - ack
                     self._cc.cwnd = min(self._cc.ssthresh, max(flight, smss) + smss)
                 else:

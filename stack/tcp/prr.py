@@ -16,6 +16,11 @@ every ACK during recovery, the data newly delivered (the change in SND.UNA plus 
 change in SACKed bytes, §3; without SACK each duplicate ACK counts as one SMSS delivered,
 as the RFC allows); :meth:`Prr.on_ack` returns the window, pipe + sndcnt. All sizes are
 bytes.
+
+When recovery ends the window is ssthresh (§3) with SACK. Without SACK the connection
+keeps RFC 6582 §3.2 step 6's min(ssthresh, FlightSize + SMSS): the flight at the full ACK
+can be far below ssthresh there, and on the seeded lossy, reordering links of the tests
+cwnd = ssthresh made bursts that cost NewReno many needless partial-ACK retransmissions.
 """
 
 from __future__ import annotations
