@@ -84,6 +84,15 @@ def tcp_info(s):
     return {"options": f[5], "snd_wscale": f[6] & 15, "rcv_wscale": f[6] >> 4,
             "snd_mss": f[10], "rcv_mss": f[11], "total_retrans": f[8 + 23]}
 
+def netstat():
+    # this namespace's TcpExt counters that are not zero (/proc/net/netstat)
+    lines = open("/proc/net/netstat").read().splitlines()
+    for names, values in zip(lines[::2], lines[1::2]):
+        if names.startswith("TcpExt:"):
+            pairs = zip(names.split()[1:], values.split()[1:])
+            return {k: int(v) for k, v in pairs if int(v)}
+    return {}
+
 def drain(conn):
     h, n = hashlib.sha256(), 0
     while True:
@@ -111,7 +120,8 @@ digest, n = drain(conn)   # until our FIN: we shut our side down after sending
 conn.sendall(back)
 info = tcp_info(conn)
 conn.close()
-print(json.dumps({"sha256": digest, "received": n, "eof": True, "tcp_info": info}), flush=True)
+print(json.dumps({"sha256": digest, "received": n, "eof": True, "tcp_info": info,
+                  "netstat": netstat()}), flush=True)
 """
 
 CLIENT = COMMON + r"""
@@ -121,7 +131,8 @@ conn.shutdown(socket.SHUT_WR)
 digest, n = drain(conn)   # until our FIN: we close after sending
 info = tcp_info(conn)
 conn.close()
-print(json.dumps({"sha256": digest, "received": n, "eof": True, "tcp_info": info}), flush=True)
+print(json.dumps({"sha256": digest, "received": n, "eof": True, "tcp_info": info,
+                  "netstat": netstat()}), flush=True)
 """
 
 PINGER = r"""
@@ -670,9 +681,10 @@ def test_the_kernel_resends_only_what_the_link_lost(family: Family) -> None:
     the link lost and (almost) nothing else: our receiver tells it, ACK by ACK, what
     arrived. It did not when our stack answered a whole batch of out-of-order segments
     (our device's coalesced packets) with one ACK: three SACK blocks fit, a fourth went
-    unreported, and the kernel resent data we held — 55 to 400 needless
-    retransmissions per 8 MB in this test's setting. A tail-loss probe or timeout when
-    our real-time stack stalls can still resend a segment that got through."""
+    unreported, and the kernel resent data we held — 55 to 400 needless fast
+    retransmissions per 8 MB in this test's setting. A tail-loss probe, or a timeout
+    when our real-time stack stalls on a busy machine, can still resend segments that
+    got through; the kernel's own counters say how many it resent that way."""
     resends = KernelResends()
     ex = kernel_server_exchange(family, OUR_TSO, faults=FaultConfig(loss=0.01),
                                 observer=resends, bulk_s=LOSSY_BULK_S)
@@ -682,12 +694,19 @@ def test_the_kernel_resends_only_what_the_link_lost(family: Family) -> None:
     assert lost_data > 20
     info = ex.report["tcp_info"]
     assert isinstance(info, dict)
-    # every lost segment was resent (until a copy got through)
-    assert resends.resent >= lost_data
-    assert resends.needless <= 5, (resends.needless, resends.resent, lost_data)
     print(f"\n[{family.name}] kernel data segments lost {lost_data}, resent {resends.resent}, "
           f"needlessly {resends.needless}, total_retrans {info['total_retrans']}; "
-          f"{ex.summary()}")
+          f"kernel {ex.report['netstat']}; {ex.summary()}")
+    # every lost segment was resent (until a copy got through)
+    assert resends.resent >= lost_data
+    # Needless resends: a few tail-loss probes, and what the kernel resends in slow start
+    # after a retransmission timeout — which a real-time stall of our side on a busy
+    # machine can cause, and which the kernel counts (TcpExt TCPSlowStartRetrans). Never
+    # the fast retransmissions of data we had received and reported.
+    netstat = ex.report["netstat"]
+    assert isinstance(netstat, dict)
+    allowed = 5 + netstat.get("TCPSlowStartRetrans", 0)
+    assert resends.needless <= allowed, (resends.needless, resends.resent, lost_data, netstat)
 
 
 @pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
