@@ -75,7 +75,7 @@ class TcpConfig:
     """Proportional Rate Reduction (RFC 6937, Linux's default): during fast recovery the
     window follows the data the receiver reports delivered, spreading the reduction to
     ssthresh over the recovery round, with the slow-start reduction bound (PRR-SSRB,
-    §3.1) when pipe falls below ssthresh; without it, cwnd = ssthresh at once (RFC 6675
+    §3) when pipe falls below ssthresh; without it, cwnd = ssthresh at once (RFC 6675
     §5) or NewReno's inflation (RFC 6582 §3.2)."""
     rescue_retransmit: bool = True
     """RFC 6675 §4 NextSeg() rule (4): once per SACK recovery episode, when nothing else
@@ -83,7 +83,7 @@ class TcpConfig:
     waiting for the retransmission timer)."""
     undo: bool = True
     """Undo a spurious window reduction (Linux ``tcp_try_undo_*``): when D-SACKs (RFC
-    2883 §5, RFC 3708) show every retransmission of an episode was unnecessary, or the
+    2883, RFC 3708) show every retransmission of an episode was unnecessary, or the
     timestamps of an acceptable ACK show it was sent for an original transmission
     (Eifel detection, RFC 3522), cwnd and ssthresh go back to their values before the
     episode (RFC 9438 §4.9 for CUBIC's own state)."""

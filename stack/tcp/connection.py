@@ -1431,7 +1431,7 @@ class TcpConnection:
     def _on_dsack(self, lo: int, hi: int, now: int) -> None:
         """A D-SACK: RACK widens its reordering window (RFC 8985 §6.2 step 4); when it
         completes the proof that every retransmission of the last episode was a
-        duplicate, that episode was spurious (RFC 3708 §2)."""
+        duplicate, that episode was spurious (RFC 3708)."""
         self.counters.dsacks_in += 1
         if self._rack_on():
             self._rack.on_dsack(self.snd_una, self.snd_nxt)
@@ -1449,9 +1449,9 @@ class TcpConnection:
 
     def _spurious(self, now: int) -> None:
         """Every retransmission of the episode was unnecessary: undo its reduction
-        (TcpConfig.undo), leave recovery, and stop resending what is in flight (RFC 4015
-        §2's SND.NXT = SND.MAX after a spurious timeout). A loss still hidden in the
-        window may start a new recovery (RecoveryPoint back to SND.UNA)."""
+        (TcpConfig.undo), leave recovery, and stop resending what is in flight (the Eifel
+        response of RFC 4015: SND.NXT = SND.MAX after a spurious timeout). A loss still
+        hidden in the window may start a new recovery (RecoveryPoint back to SND.UNA)."""
         undo = self._undo
         self._undo = None
         self._rto_undo_check = False

@@ -71,7 +71,7 @@ class TcpCounters:
     """Fast-recovery episodes whose window Proportional Rate Reduction set (RFC 6937)."""
     prr_ssrb_acks: int = 0
     """ACKs in recovery on which pipe was at or below ssthresh, so the slow-start
-    reduction bound (PRR-SSRB, RFC 6937 §3.1) limited the sending."""
+    reduction bound (PRR-SSRB, RFC 6937 §3) limited the sending."""
     rescue_retransmits: int = 0
     """RFC 6675 §4 NextSeg() rule (4) rescue retransmissions (at most one an episode)."""
     dsacks_in: int = 0

@@ -6,7 +6,7 @@ NewReno inflates it by one SMSS a duplicate ACK (RFC 6582 §3.2). PRR instead le
 data go out in proportion to what the receiver reports delivered: over the recovery
 round the sender sends ssthresh/RecoverFS of what was delivered, so it arrives at
 ssthresh at the end of recovery with an ACK clock intact. When losses have brought pipe
-below ssthresh, the slow-start reduction bound (PRR-SSRB, §3.1, what Linux runs) lets the
+below ssthresh, the slow-start reduction bound (PRR-SSRB, §3, what Linux runs) lets the
 window grow back toward ssthresh at most one SMSS faster than delivery, as slow start
 would.
 
@@ -55,7 +55,7 @@ class Prr:
 
         - pipe > ssthresh (proportional part): sndcnt = CEIL(prr_delivered * ssthresh /
           RecoverFS) - prr_out;
-        - otherwise PRR-SSRB (§3.1): sndcnt = MIN(ssthresh - pipe,
+        - otherwise PRR-SSRB (§3): sndcnt = MIN(ssthresh - pipe,
           MAX(prr_delivered - prr_out, DeliveredData) + SMSS);
 
         never below zero."""

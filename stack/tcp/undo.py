@@ -2,10 +2,10 @@
 
 A fast retransmit or a retransmission timeout reduces cwnd and ssthresh on the belief that
 data was lost. When the data was only reordered or delayed, the reduction was for nothing
-and the sender can return to where it was (Linux ``tcp_try_undo_*``, RFC 3708 §3's
-response, RFC 4015 in spirit). Two kinds of evidence are used:
+and the sender can return to where it was (Linux ``tcp_try_undo_*``; RFC 3708 detects,
+RFC 4015 responds, in spirit). Two kinds of evidence are used:
 
-- **D-SACK** (RFC 2883 §5, RFC 3708 §2): the receiver reports every duplicate it got in a
+- **D-SACK** (RFC 2883, RFC 3708): the receiver reports every duplicate it got in a
   D-SACK block. When D-SACKs have covered every byte retransmitted in the episode, each
   retransmission arrived as a second copy: none was needed.
 - **Eifel detection** (RFC 3522 §3), with timestamps: an acceptable ACK whose TSecr is
