@@ -10,6 +10,7 @@ from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpConnection
 from stack.tcp.rack import REO_WND_PERSIST, Rack
 from stack.tcp.segment import Segment
+from stack.tcp.tlp import pto
 from tests.stack.tcp.peer import ACK, MASK, MS, SEC, SYN, Peer, client, segments
 
 T0 = SEC
@@ -197,3 +198,40 @@ def test_rack_finds_a_lost_retransmission_without_a_timeout() -> None:
     c = conn.counters
     assert c.rack_losses_detected == losses + 1 and c.timeouts == 0
     assert c.retransmitted_segments == 2 and c.fast_retransmits == 1
+
+
+def test_pto_with_one_segment_in_flight_waits_for_a_delayed_ack_and_the_rto_caps_it() -> None:
+    """§7.2: one segment (less than two full ones) in flight: PTO = 2*SRTT + WCDelAckT
+    = 220 ms, later than the RTO (200 ms, rto_min): the probe goes at the RTO's time
+    instead of the timeout, and the retransmission timer starts again after it."""
+    assert pto(RTT, 1448, 1448, 200 * MS) == 220 * MS
+    assert pto(RTT, 2 * 1448, 1448, 200 * MS) == 22 * MS
+    assert pto(None, 1448, 1448, 200 * MS) == SEC
+    conn, _, segs, t = flight(1)
+    assert conn.rtt.rto == 200 * MS and conn.next_deadline() == t + 200 * MS
+    [probe] = segments(conn.poll(t + 200 * MS))
+    assert probe.seq == segs[0].seq
+    c = conn.counters
+    assert (c.tlp_probes, c.timeouts) == (1, 0) and conn.cwnd == 10 * conn.eff_mss
+    assert conn.next_deadline() == t + 400 * MS  # the RTO, no second probe
+
+
+def test_a_late_dsack_takes_back_the_probes_reduction() -> None:
+    """The probe's reduction is an undo episode holding the probe: a D-SACK for it that
+    comes after the episode ended restores cwnd and ssthresh exactly."""
+    conn, peer, segs, t = flight(4)
+    mss = conn.eff_mss
+    ssthresh = conn.ssthresh
+    peer.ack_all(t + RTT, segs[:2])
+    cwnd = conn.cwnd  # slow start grew it by the two segments (and no further after)
+    [probe] = peer.take(conn.poll(t + 32 * MS))
+    peer.ack_all(t + 42 * MS, segs)
+    conn.send(b"n" * mss)
+    [more] = peer.take(conn.poll(t + 42 * MS))
+    peer.ack_all(t + 52 * MS, [more])  # beyond the probe, no D-SACK: a repaired loss
+    assert conn.counters.tlp_recoveries == 1 and conn.ssthresh == 2 * mss
+    end = (more.seq + mss) & MASK
+    peer.send(t + 53 * MS, ack=end, sack=((probe.seq, (probe.seq + mss) & MASK),))
+    c = conn.counters
+    assert (c.dsacks_in, c.undos) == (1, 1)
+    assert conn.cwnd == cwnd and conn.ssthresh == ssthresh
