@@ -80,7 +80,9 @@ class TcpConfig:
     rescue_retransmit: bool = True
     """RFC 6675 §4 NextSeg() rule (4): once per SACK recovery episode, when nothing else
     may go, retransmit the highest un-SACKed segment (a lost tail gets repaired without
-    waiting for the retransmission timer)."""
+    waiting for the retransmission timer). On as the RFC's SHOULD; Linux has no rescue
+    retransmission (the tail loss probe, which does not run during recovery, and the
+    timer cover it there)."""
     undo: bool = True
     """Undo a spurious window reduction (Linux ``tcp_try_undo_*``): when D-SACKs (RFC
     2883, RFC 3708) show every retransmission of an episode was unnecessary, or the
