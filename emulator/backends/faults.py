@@ -185,27 +185,36 @@ class FaultyBackend:
 
     # towards the network
     def send(self, frame: bytes) -> None:
-        counters = self.outbound_counters
-        counters.sent += 1
-        counters.bytes_sent += len(frame)
         frame = bytes(frame)
         fate = self._out.fate(frame)
-        if self.observer is not None:
-            self.observer("outbound", frame, fate)
-        if fate.lost:
-            return
-        copies = 2 if fate.duplicate else 1
-        counters.duplicated += copies - 1
-        for _ in range(copies):
-            if fate.delay_ns:
-                self._call_later(fate.delay_ns, partial(self._put, fate.frame))
-            else:
-                self._put(fate.frame)
+        self._pass("outbound", self.outbound_counters, frame, fate, self._put)
 
-    def _put(self, frame: bytes) -> None:
+    def _put(self, frame: bytes) -> bool:
         self.outbound_counters.delivered += 1
         self.outbound_counters.bytes_delivered += len(frame)
         self.inner.send(frame)
+        return True
+
+    def _pass(self, way: str, counters: WireCounters, frame: bytes, fate: Fate,
+              hand: Callable[[bytes], bool]) -> bool:
+        """Count the frame, tell the observer, and hand over what the fate leaves (a
+        copy more when duplicated, later when delayed); whether the last copy handed
+        over now was taken (True when lost or delayed: the link took it)."""
+        counters.sent += 1
+        counters.bytes_sent += len(frame)
+        if self.observer is not None:
+            self.observer(way, frame, fate)
+        if fate.lost:
+            return True
+        copies = 2 if fate.duplicate else 1
+        counters.duplicated += copies - 1
+        taken = True
+        for _ in range(copies):
+            if fate.delay_ns:
+                self._call_later(fate.delay_ns, partial(hand, fate.frame))
+            else:
+                taken = hand(fate.frame)
+        return taken
 
     # towards the device
     def set_receiver(self, receiver: Receiver | None) -> None:
@@ -223,28 +232,14 @@ class FaultyBackend:
         return self._inbound(bytes(frame), hdr)
 
     def _inbound(self, frame: bytes, hdr: NetHdr | None) -> bool:
-        counters = self.inbound_counters
-        counters.sent += 1
-        counters.bytes_sent += len(frame)
         draws = self._in.draw()
         if hdr is not None:  # no corruption of what is checksummed after the link
             draws = (*draws[:3], 1.0, *draws[4:])
         fate = self._in.apply(frame, draws)
-        if self.observer is not None:
-            self.observer("inbound", frame, fate)
-        if fate.lost:
-            return True  # taken by the link, as a wire takes a frame it then loses
-        copies = 2 if fate.duplicate else 1
-        counters.duplicated += copies - 1
-        taken = True
-        for _ in range(copies):
-            if fate.delay_ns:
-                self._call_later(fate.delay_ns, partial(self._hand_over, fate.frame, hdr))
-            else:
-                taken = self._hand_over(fate.frame, hdr)
-        return taken
+        return self._pass("inbound", self.inbound_counters, frame, fate,
+                          partial(self._hand_over, hdr=hdr))
 
-    def _hand_over(self, frame: bytes, hdr: NetHdr | None) -> bool:
+    def _hand_over(self, frame: bytes, *, hdr: NetHdr | None) -> bool:
         counters = self.inbound_counters
         if hdr is None:
             receiver = self._receiver
