@@ -199,6 +199,9 @@ class TcpConnection:
         self._ecn_recover = isn
         """SND.MAX at the last ECE reduction: no other until SND.UNA passes it (once per
         window of data, RFC 3168 §6.1.2)."""
+        self._cwr = False
+        """Sender: an ECE reduction under way, paced by PRR until SND.UNA passes
+        ``_ecn_recover`` (RFC 6937 §1 covers reductions for ECN too; Linux's CWR state)."""
         # Receiver ACK state.
         self._ack_now = False
         self._unacked_bytes = 0
@@ -1067,6 +1070,7 @@ class TcpConnection:
         self._tlp = None
         self._cc.on_timeout(now, self.snd_nxt - self.snd_una)
         self._in_recovery = False
+        self._cwr = False
         self._recover = self.snd_max
         self._dupacks = 0
         self._reno_sacked = 0
@@ -1323,11 +1327,29 @@ class TcpConnection:
             # Still the window reduced last time: an ACK that covers data sent after the
             # reduction also covers the CWR segment, so ECE on it is a new CE mark.
             return
-        self._cc.on_loss(now, self.snd_max - self.snd_una)
-        self._cc.on_recovery_end(now)
+        flight = self.snd_max - self.snd_una
+        prior = self._cc.cwnd
+        self._cc.on_loss(now, flight)
+        if self.config.prr and flight > 0:
+            # The new ssthresh now, the window brought down to it over the round by PRR
+            # as the data in flight is delivered (RFC 6937 §1; Linux tcp_enter_cwr), not
+            # at once: no silence while the flight drains.
+            self._cc.cwnd = prior
+            self._prr.start(flight)
+            self._cwr = True
+        else:
+            self._cc.on_recovery_end(now)
         self._ecn_recover = self.snd_max
         self._cwr_pending = True
         self.counters.ecn_reductions += 1
+
+    def _end_cwr(self, now: int) -> None:
+        """The data in flight at the ECE reduction is acknowledged: the window is
+        ssthresh (RFC 6937 §3, as at the end of recovery; Linux
+        tcp_end_cwnd_reduction)."""
+        self._cwr = False
+        self._cc.cwnd = self._cc.ssthresh
+        self._cc.on_recovery_end(now)
 
     def _paws_rejects(self, ts: TimestampsOption, now: int) -> bool:
         """RFC 7323 §5.3 R1 with §5.5: an older TSval than TS.Recent, unless TS.Recent is
@@ -1404,8 +1426,10 @@ class TcpConnection:
             self._rack_may_recover(now)
         if self._tlp is not None:
             self._tlp_on_ack(ack, old_una, dsack, new_sacked > 0 or bool(blocks), now)
-        if self._in_recovery and self.config.prr:
+        if (self._in_recovery or self._cwr) and self.config.prr:
             self._prr_on_ack(self._delivered_mark() - delivered_before)
+        if self._cwr and self.snd_una >= self._ecn_recover:
+            self._end_cwr(now)
         if flags & _ECE and self.ecn_enabled:
             self._on_ece(now)
         # Window update (RFC 9293 fifth step).
@@ -1553,7 +1577,7 @@ class TcpConnection:
                     self._rto_at = now + self._rtt.rto
         else:
             self._reno_sacked = 0
-            if limited and data_acked > 0:
+            if limited and data_acked > 0 and not self._cwr:  # no growth while reducing
                 self._cc.on_ack(data_acked, self._rtt.srtt, now)
         if self._rto_undo_check:
             # RFC 3522 §3: the first acceptable ACK after a timeout (never in recovery:
@@ -1590,7 +1614,12 @@ class TcpConnection:
             self._cc.on_loss(now, self.snd_max - self.snd_una)
         else:
             self._undo = None
-        if self.config.prr:
+        if self._cwr:
+            # Already reducing for ECE: the recovery goes on with that reduction and its
+            # PRR round, as Linux enters Recovery from CWR without a second one.
+            self._cwr = False
+            self.counters.prr_recoveries += 1
+        elif self.config.prr:
             self._prr.start(self.snd_max - self.snd_una)  # RecoverFS (RFC 6937 §3)
             self.counters.prr_recoveries += 1
         elif not self.sack_enabled:

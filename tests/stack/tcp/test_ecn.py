@@ -157,7 +157,8 @@ def test_a_segment_with_cwr_and_ce_keeps_the_echo_going() -> None:
 
 # -- the sender, §6.1.2 -----------------------------------------------------------------
 def test_ece_reduces_the_window_once_and_cwr_goes_on_the_next_new_data() -> None:
-    conn, peer = ecn_established()
+    # without PRR the window drops to ssthresh at once (RFC 3168 §6.1.2 as written)
+    conn, peer = ecn_established(TcpConfig(ecn="on", congestion="reno", prr=False))
     conn.send(b"s" * 200_000)
     burst = peer.take(conn.poll(SEC))
     assert len(burst) == 10 and conn.cwnd == 14480  # IW 10 (RFC 6928)
@@ -180,6 +181,35 @@ def test_ece_reduces_the_window_once_and_cwr_goes_on_the_next_new_data() -> None
     peer.ack_all(t + MS, [o.segment for o in outs][:1])
     peer.send(t + MS, ACK | ECE)
     assert conn.counters.ecn_reductions == 2
+
+
+def test_with_prr_the_ece_reduction_is_paced_by_what_is_delivered() -> None:
+    """RFC 6937 §1 applies PRR to an ECN reduction too (Linux's CWR state): ssthresh is
+    set at the ECE, and the window comes down to it over the round as the data in
+    flight is delivered, instead of at once; it is ssthresh when the last byte in flight
+    at the ECE is acknowledged."""
+    conn, peer = ecn_established()  # prr on (the default), Reno
+    conn.send(b"s" * 200_000)
+    burst = peer.take(conn.poll(SEC))
+    assert len(burst) == 10
+    t = SEC + MS
+    peer.ack_all(t, burst[:1])  # slow start: cwnd 15928
+    peer.send(t, ACK | ECE)
+    flight = 9 * MSS
+    ssthresh = flight // 2  # 6516
+    assert (conn.ssthresh, conn.cwnd) == (ssthresh, 15928)
+    assert conn.counters.ecn_reductions == 1
+    # 4 segments delivered, 5 still in flight (pipe 7240 > ssthresh): sndcnt =
+    # ceil(prr_delivered * ssthresh / RecoverFS) - prr_out = ceil(5792 / 2) - 0 = 2896
+    peer.ack_all(t, burst[:5])
+    assert conn.cwnd == 5 * MSS + 2896
+    # the rest delivered: pipe 0, PRR-SSRB gives ssthresh - pipe, and the reduction
+    # ends (SND.UNA passed the point recorded at the ECE): cwnd = ssthresh
+    peer.ack_all(t, burst)
+    assert (conn.cwnd, conn.ssthresh) == (ssthresh, ssthresh)
+    outs = conn.poll(t)
+    assert [len(o.segment.payload) for o in outs] == [MSS] * 4  # 5792 <= 6516 < 7240
+    assert [o.segment.flags & CWR for o in outs] == [CWR, 0, 0, 0]
 
 
 @pytest.mark.parametrize("tso_ecn", [False, True])
