@@ -843,7 +843,7 @@ class TcpConnection:
             flags |= _FIN
         seq_end = end + (1 if fin else 0)
         retransmit = seq < self.snd_max
-        if self._in_recovery:
+        if self._in_recovery or self._cwr:
             self._prr.on_sent(len(payload))
         if retransmit:
             self.counters.retransmitted_segments += 1

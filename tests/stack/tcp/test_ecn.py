@@ -212,6 +212,53 @@ def test_with_prr_the_ece_reduction_is_paced_by_what_is_delivered() -> None:
     assert [o.segment.flags & CWR for o in outs] == [CWR, 0, 0, 0]
 
 
+def test_new_data_sent_during_the_ece_round_counts_against_prr() -> None:
+    """RFC 6937 §3 prr_out counts every byte sent during the round, so what the
+    not-yet-reduced window let out right after the ECE is taken from the next sends."""
+    conn, peer = ecn_established()
+    conn.send(b"s" * 200_000)
+    burst = peer.take(conn.poll(SEC))
+    t = SEC + MS
+    # one ACK for the first segment, with ECE (a separate duplicate ACK would also let
+    # Limited Transmit send): slow start makes cwnd 15928 (11 MSS), 9 MSS in flight
+    peer.rcv = (burst[0].seq + MSS) & MASK
+    peer.send(t, ACK | ECE)
+    new = peer.take(conn.poll(t))  # the window still has room for 2 MSS
+    assert [len(s.payload) for s in new] == [MSS, MSS] and new[0].flags & CWR
+    # 4 delivered, pipe 7 MSS (10136) > ssthresh 6516: sndcnt = ceil(5792 * 6516 /
+    # 13032) - prr_out 2896 = 0: cwnd = pipe, nothing more goes
+    peer.ack_all(t, burst[:5])
+    assert conn.cwnd == 7 * MSS
+    assert peer.take(conn.poll(t)) == []
+    # the rest of the burst: pipe 2896, PRR-SSRB min(6516 - 2896, ...) = 3620, and
+    # the round is over (SND.UNA passed the ECE point): cwnd = ssthresh
+    peer.ack_all(t, burst)
+    assert conn.cwnd == conn.ssthresh == 9 * MSS // 2
+
+
+def test_a_loss_during_the_ece_round_goes_on_with_the_same_reduction() -> None:
+    """Fast recovery starting while the ECE reduction is under way does not halve the
+    window again (RFC 3168 §6.1.2: once per window; Linux enters Recovery from CWR
+    without a second reduction): same ssthresh, one reduction, the lost segment resent."""
+    conn, peer = ecn_established()
+    assert conn.sack_enabled
+    conn.send(b"s" * 200_000)
+    burst = peer.take(conn.poll(SEC))
+    t = SEC + MS
+    peer.ack_all(t, burst[:1])
+    peer.send(t, ACK | ECE)
+    ssthresh = 9 * MSS // 2
+    assert conn.ssthresh == ssthresh
+    una = burst[1].seq  # lost; 2, 3 and 4 arrive
+    for n in (3, 4, 5):
+        peer.send(t, ack=una, sack=((burst[2].seq, (burst[2].seq + (n - 2) * MSS) & MASK),))
+    assert conn.in_recovery and conn.counters.fast_retransmits == 1
+    assert conn.ssthresh == ssthresh and conn.counters.ecn_reductions == 1
+    assert conn.counters.prr_recoveries == 1
+    resent = peer.take(conn.poll(t))
+    assert resent[0].seq == una and len(resent[0].payload) == MSS
+
+
 @pytest.mark.parametrize("tso_ecn", [False, True])
 def test_cwr_on_a_tso_packet_only_when_the_device_handles_it(tso_ecn: bool) -> None:
     """virtio HOST_ECN (§5.1.6.2): the device copies CWR to the first segment only.
