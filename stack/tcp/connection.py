@@ -1238,6 +1238,12 @@ class TcpConnection:
                 return
             if self._paws_rejects(ts, now):
                 self.counters.paws_drops += 1
+                if seg.payload and not flags & _SYN:
+                    # Typically the original of a segment whose retransmission came
+                    # first (reordering): the ACK reports it in a D-SACK block, so the
+                    # sender can tell its retransmission was needless (RFC 2883; Linux
+                    # tcp_send_dupack for a PAWS-rejected segment).
+                    self._note_duplicate(seq, len(seg.payload))
                 self._answer_invalid(seg, flags, now)  # RFC 7323 §5.3 R1
                 return
         seg_len = len(seg.payload) + (1 if flags & _SYN else 0) + (1 if flags & _FIN else 0)

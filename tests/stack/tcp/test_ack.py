@@ -139,6 +139,27 @@ def test_a_dsack_goes_first_before_the_out_of_order_blocks() -> None:
     assert sack_of(ack) == ((first.seq, (first.seq + 500) & MASK), ooo)
 
 
+def test_an_old_original_dropped_by_paws_is_reported_in_a_dsack_block() -> None:
+    """Reordering: the retransmission of a segment arrives first (newer timestamp, fills
+    the hole), the delayed original afterwards with an older TSval. PAWS rejects it
+    (RFC 7323 §5.3 R1), and the ACK it gets reports it as a duplicate (RFC 2883), so the
+    sender learns its retransmission was needless — as Linux's tcp_send_dupack does."""
+    conn, peer = established(now=SEC)
+    original = peer.seg(ACK, b"a" * 500, tsval=100)  # delayed in the network
+    peer.nxt = (peer.nxt + 500) & MASK
+    peer.send(SEC, ACK, b"b" * 500, tsval=101)  # out of order: a hole at the original
+    conn.poll(SEC)
+    peer.send(SEC + MS, ACK, b"a" * 500, seq=original.seq, tsval=102)  # the retransmission
+    conn.poll(SEC + MS)
+    assert conn.readable == 1000
+    conn.on_segment(original, SEC + 2 * MS)  # TSval 100 < TS.Recent 102
+    assert conn.counters.paws_drops == 1
+    [ack] = peer.take(conn.poll(SEC + 2 * MS))
+    assert sack_of(ack) == ((original.seq, (original.seq + 500) & MASK),)
+    assert ack.ack == (original.seq + 1000) & MASK
+    assert conn.counters.dsacks_out == 1
+
+
 def test_no_dsack_without_sack() -> None:
     conn, peer = established(now=SEC, sack=False)
     first = peer.send(SEC, ACK, b"a" * 500)
