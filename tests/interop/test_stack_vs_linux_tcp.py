@@ -710,6 +710,33 @@ def test_the_kernel_resends_only_what_the_link_lost(family: Family) -> None:
 
 
 @pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
+def test_our_dsacks_tell_the_kernel_its_resends_were_needless(family: Family) -> None:
+    """A link that reorders 1% of the frames by 3 ms (far beyond the RTT) and loses
+    none: the kernel takes the late segments for lost and resends them, and every such
+    resend reaches us twice. We report each duplicate in a D-SACK block (RFC 2883) —
+    also when the late original arrives after its retransmission and PAWS rejects it
+    (RFC 7323 §5.3) — and the kernel counts them (TcpExt TCPDSACKRecv), which is what
+    lets it undo the reductions."""
+    resends = KernelResends()
+    ex = kernel_server_exchange(
+        family, OUR_TSO, faults=FaultConfig(reorder=0.01, reorder_delay_ns=3_000_000),
+        observer=resends, bulk_s=LOSSY_BULK_S)
+    assert bytes(ex.bulk.received) == pattern(SIZE + BACK_SHIFT)[BACK_SHIFT:]
+    check_kernel_report(ex.report, pattern(SIZE))
+    netstat = ex.report["netstat"]
+    assert isinstance(netstat, dict)
+    print(f"\n[{family.name}] kernel resent {resends.resent}, needlessly {resends.needless}; "
+          f"our D-SACKs {ex.bulk.sock.conn.counters.dsacks_out}, PAWS drops "
+          f"{ex.bulk.sock.conn.counters.paws_drops}; kernel {netstat}")
+    assert resends.needless > 10  # the reordering made the kernel resend
+    # We report (nearly) every duplicate; the kernel counts most of them — the link also
+    # delays some of our ACKs, and the kernel's own PAWS drops those (PAWSEstab). Before
+    # PAWS-rejected duplicates were reported it counted 1 D-SACK in such a run.
+    assert ex.bulk.sock.conn.counters.dsacks_out >= 0.8 * resends.needless
+    assert netstat.get("TCPDSACKRecv", 0) >= resends.needless / 2
+
+
+@pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
 def test_ping_both_ways(family: Family) -> None:
     """Our stack pings the kernel (ARP / NDP first), then the kernel pings us three
     times and gets every reply (the program exits 0)."""
