@@ -64,6 +64,11 @@ class TcpConfig:
     (RFC 5961 §7's throttle, per connection as Linux ``tcp_invalid_ratelimit``): two
     ends that each find the other's ACKs invalid must not ACK each other for ever.
     0: no limit."""
+    paws_window: int = 1
+    """How many ticks of the peer's timestamps clock an arriving TSval may lag TS.Recent
+    and still pass PAWS (Linux TCP_PAWS_WINDOW is 1): segments reordered within one tick
+    of a coarse (millisecond) clock are not thrown away. 0: RFC 7323 §5.3 R1 as written
+    (any older TSval fails)."""
     dsack: bool = True
     """RFC 2883: report a duplicate segment in the first SACK block of the next ACK (when
     SACK was negotiated), so the sender can tell a spurious retransmission."""
@@ -136,6 +141,8 @@ class TcpConfig:
             raise ValueError("retry counts must not be negative")
         if self.tso_win_divisor < 0:
             raise ValueError("tso_win_divisor must not be negative")
+        if self.paws_window < 0:
+            raise ValueError("paws_window must not be negative")
         if self.invalid_ack_interval_ns < 0:
             raise ValueError("invalid_ack_interval_ns must not be negative")
         if self.ecn not in ECN_MODES:

@@ -1359,13 +1359,13 @@ class TcpConnection:
         self._cc.on_recovery_end(now)
 
     def _paws_rejects(self, ts: TimestampsOption, now: int) -> bool:
-        """RFC 7323 §5.3 R1 with §5.5: an older TSval than TS.Recent, unless TS.Recent is
-        more than 24 days old."""
+        """RFC 7323 §5.3 R1 with §5.5: a TSval older than TS.Recent by more than
+        ``paws_window`` ticks, unless TS.Recent is more than 24 days old."""
         if now - self._ts_recent_at > PAWS_IDLE_NS:
             self._ts_recent = ts.tsval
             self._ts_recent_at = now
             return False
-        return sq.lt(ts.tsval, self._ts_recent)
+        return sq.lt(ts.tsval, self._ts_recent - self.config.paws_window)
 
     def _on_reset(self) -> None:
         state = self.state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from stack.tcp.config import TcpConfig
 from stack.tcp.connection import TcpError, TcpState
 from stack.tcp.segment import Segment
 from stack.wire.tcp import NopOption, TimestampsOption
@@ -141,7 +142,9 @@ def test_paws_drops_old_timestamps() -> None:
     conn, peer = established(now=T0)
     peer.send(T0, ACK, b"a", tsval=1000)
     assert conn.recv() == b"a"
-    peer.send(T0, ACK, b"b", tsval=999)  # RFC 7323 §5.3 R1: TSval < TS.Recent
+    # RFC 7323 §5.3 R1: TSval < TS.Recent fails, beyond the window of one tick that
+    # Linux allows (TCP_PAWS_WINDOW): 998 is dropped, 999 would pass
+    peer.send(T0, ACK, b"b", tsval=998)
     assert conn.readable == 0 and conn.counters.paws_drops == 1
     [ack] = segments(conn.poll(T0))
     assert ack.ack == 900_002
@@ -152,6 +155,23 @@ def test_paws_drops_old_timestamps() -> None:
     peer.nxt = 900_002
     peer.send(T0, ACK, b"e", tsval=2000)
     assert conn.recv() == b"e"
+
+
+@pytest.mark.parametrize(("window", "accepted"), [(1, True), (0, False)])
+def test_a_segment_one_tick_older_passes_paws_within_the_window(window: int,
+                                                              accepted: bool) -> None:
+    """Segments reordered within one tick of the peer's (millisecond) timestamps clock:
+    Linux lets a TSval one tick older than TS.Recent through (TCP_PAWS_WINDOW); with
+    ``paws_window=0`` the RFC's rule as written drops it."""
+    conn, peer = established(TcpConfig(paws_window=window), now=T0)
+    late = peer.seg(ACK, b"a", tsval=1000)  # sent first, overtaken in the network
+    peer.nxt = (peer.nxt + 1) & MASK
+    peer.send(T0, ACK, b"b", tsval=1001)
+    conn.poll(T0)
+    peer.send(T0, ACK, b"c", tsval=1001, seq=(late.seq + 2) & MASK)
+    conn.on_segment(late, T0)
+    assert conn.counters.paws_drops == (0 if accepted else 1)
+    assert conn.recv() == (b"abc" if accepted else b"")
 
 
 def test_paws_does_not_apply_after_24_days_idle() -> None:
