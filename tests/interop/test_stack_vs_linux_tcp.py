@@ -651,7 +651,8 @@ def test_bulk_over_a_faulty_link(family: Family, kernel_role: str) -> None:
 @dataclass
 class KernelResends:
     """Observes the link: the kernel's data segments by sequence number, whether each
-    copy was lost, and the kernel's retransmissions that resent data we already had."""
+    copy was lost (or damaged), and the kernel's retransmissions that resent data that
+    had got through."""
 
     copies: dict[int, list[bool]] = field(default_factory=dict)
     resent: int = 0
@@ -672,7 +673,7 @@ class KernelResends:
             self.resent += 1
             if not all(earlier):
                 self.needless += 1  # a copy got through before
-        earlier.append(fate.lost)
+        earlier.append(fate.lost or fate.frame != frame)  # a damaged copy got nowhere
 
 
 @pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
