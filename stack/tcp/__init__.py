@@ -7,5 +7,7 @@ Modules: :mod:`~stack.tcp.seq` (modular arithmetic), :mod:`~stack.tcp.segment`
 :mod:`~stack.tcp.options`, :mod:`~stack.tcp.rtt`, :mod:`~stack.tcp.congestion`,
 :mod:`~stack.tcp.sack`, :mod:`~stack.tcp.send_buffer`, :mod:`~stack.tcp.receive_buffer`,
 :mod:`~stack.tcp.state` (``TcpState``, ``TcpError``), :mod:`~stack.tcp.counters` and
-:mod:`~stack.tcp.connection` (``TcpConnection``, ``rst_for``).
+:mod:`~stack.tcp.connection` (``TcpConnection``, ``rst_for``), whose class is built in
+layers in :mod:`~stack.tcp.tcb`, :mod:`~stack.tcp.output`, :mod:`~stack.tcp.recovery`,
+:mod:`~stack.tcp.timers` and :mod:`~stack.tcp.input`.
 """
