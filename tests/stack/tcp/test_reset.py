@@ -160,18 +160,19 @@ def test_paws_drops_old_timestamps() -> None:
 @pytest.mark.parametrize(("window", "accepted"), [(1, True), (0, False)])
 def test_a_segment_one_tick_older_passes_paws_within_the_window(window: int,
                                                               accepted: bool) -> None:
-    """Segments reordered within one tick of the peer's (millisecond) timestamps clock:
-    Linux lets a TSval one tick older than TS.Recent through (TCP_PAWS_WINDOW); with
-    ``paws_window=0`` the RFC's rule as written drops it."""
+    """The peer sends "a" and "b" in one tick (TSval 1000); "a" is lost and resent a
+    tick later (TSval 1001), and arrives — in order, so TS.Recent becomes 1001 (RFC 7323
+    §4.3) — before the delayed original "b". Linux lets "b", one tick older, through
+    (TCP_PAWS_WINDOW); with ``paws_window=0`` the RFC's rule as written drops new data
+    and the peer must send it again."""
     conn, peer = established(TcpConfig(paws_window=window), now=T0)
-    late = peer.seg(ACK, b"a", tsval=1000)  # sent first, overtaken in the network
-    peer.nxt = (peer.nxt + 1) & MASK
-    peer.send(T0, ACK, b"b", tsval=1001)
-    conn.poll(T0)
-    peer.send(T0, ACK, b"c", tsval=1001, seq=(late.seq + 2) & MASK)
-    conn.on_segment(late, T0)
+    a = peer.seg(ACK, b"a", tsval=1000)  # lost
+    b = peer.seg(ACK, b"b", tsval=1000, seq=(a.seq + 1) & MASK)  # delayed
+    peer.send(T0, ACK, b"a", seq=a.seq, tsval=1001)  # the retransmission of "a"
+    assert conn.recv() == b"a"
+    conn.on_segment(b, T0)
     assert conn.counters.paws_drops == (0 if accepted else 1)
-    assert conn.recv() == (b"abc" if accepted else b"")
+    assert conn.recv() == (b"b" if accepted else b"")
 
 
 def test_paws_does_not_apply_after_24_days_idle() -> None:
