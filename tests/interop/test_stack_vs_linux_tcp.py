@@ -759,7 +759,8 @@ def test_jitter_costs_our_sender_no_retransmission(family: Family) -> None:
           f"out of order {c.out_of_order_segments}, D-SACKs {c.dsacks_out}, PAWS "
           f"{c.paws_drops}; kernel resent {resends.resent}; kernel {netstat}")
     assert c.out_of_order_segments > 100 and netstat.get("TCPSACKReorder", 0) > 100
-    assert c.retransmitted_segments <= 5
+    # 0 in every run so far; a real-time stall of ours may cost a probe or two
+    assert c.retransmitted_segments <= 10
 
 
 @pytest.mark.parametrize("family", [V4, V6], ids=["ipv4", "ipv6"])
@@ -841,7 +842,7 @@ def test_ce_marks_close_the_ecn_loop_with_the_kernel(family: Family) -> None:
     # and for its data: every CE mark reached our TCP, the kernel answered our ECE
     assert c.ecn_ce_in == inbound.ce_marked
     assert ex.ours.spy.cwr > 0
-    assert c.retransmitted_segments == 0
+    assert c.retransmitted_segments <= 2  # 0 so far; a stall of ours may cost a tail probe
     print(f"\n[ecn {family.name}] CE marks out/in {out.ce_marked}/{inbound.ce_marked}; ours: "
           f"ECE in {c.ecn_ece_in}, reductions {c.ecn_reductions}, CWR out {c.ecn_cwr_out}, "
           f"CE in {c.ecn_ce_in}; kernel CWRs seen {ex.ours.spy.cwr}, total_retrans "
