@@ -319,11 +319,19 @@ class _Input(_Timers):
             self._delack_at = now + self.config.delayed_ack_ns
 
     def _note_duplicate(self, seq: int, length: int) -> None:
-        """RFC 2883: data below RCV.NXT that we already had — a retransmission the sender
-        need not have made, or a duplicate from the network — goes into a D-SACK block."""
-        rcv_nxt = self._rcv.rcv_nxt
-        if seq < rcv_nxt and self.sack_enabled and self.config.dsack:
-            self._dsack = (seq, min(seq + length, rcv_nxt))
+        """RFC 2883: data we already had — a retransmission the sender need not have
+        made, or a duplicate from the network — goes into a D-SACK block: below RCV.NXT
+        (§4.1), or above it when the out-of-order queue holds all of it (§4.2; the SACK
+        block holding it follows in the same ACK, as Linux's tcp_data_queue_ofo does)."""
+        if not (self.sack_enabled and self.config.dsack):
+            return
+        rcv = self._rcv
+        end = seq + length
+        if seq < rcv.rcv_nxt:
+            self._dsack = (seq, min(end, rcv.rcv_nxt))
+            self.counters.dsacks_out += 1
+        elif rcv.holds_out_of_order(seq, end):
+            self._dsack = (seq, end)
             self.counters.dsacks_out += 1
 
     def _process_fin(self, now: int) -> None:

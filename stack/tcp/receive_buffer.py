@@ -48,6 +48,12 @@ class ReceiveBuffer:
     def ooo_ranges(self) -> list[tuple[int, int]]:
         return list(zip(self._ooo_starts, self._ooo_ends, strict=True))
 
+    def holds_out_of_order(self, seq: int, end: int) -> bool:
+        """Whether ``[seq, end)`` (above RCV.NXT) is already held in one out-of-order
+        range."""
+        i = bisect_right(self._ooo_starts, seq) - 1
+        return i >= 0 and self._ooo_ends[i] >= end > seq
+
     def read(self, max_bytes: int = -1) -> bytes:
         n = self.readable if max_bytes < 0 else min(max_bytes, self.readable)
         if n <= 0:

@@ -160,6 +160,30 @@ def test_an_old_original_dropped_by_paws_is_reported_in_a_dsack_block() -> None:
     assert conn.counters.dsacks_out == 1
 
 
+def test_an_out_of_order_duplicate_is_reported_before_the_block_holding_it() -> None:
+    """RFC 2883 §4.2: a duplicate of data held above the cumulative ACK goes in the
+    first SACK block, and the SACK block that holds it comes next."""
+    conn, peer = established(now=SEC)
+    peer.send(SEC, ACK, b"a" * 500)
+    conn.poll(SEC + 50 * MS)
+    hole = peer.nxt
+    peer.nxt = (peer.nxt + 500) & MASK  # 500 bytes lost
+    ooo = peer.send(SEC + 60 * MS, ACK, b"c" * 500)
+    peer.send(SEC + 60 * MS, ACK, b"d" * 500)
+    conn.poll(SEC + 60 * MS)
+    held = ((hole + 500) & MASK, (hole + 1500) & MASK)
+    conn.on_segment(ooo, SEC + 70 * MS)  # "c" again
+    [ack] = peer.take(conn.poll(SEC + 70 * MS))
+    assert ack.ack == hole
+    assert sack_of(ack) == ((ooo.seq, (ooo.seq + 500) & MASK), held)
+    assert conn.counters.dsacks_out == 1
+    # a segment that overlaps held data only in part is new data, not a duplicate
+    peer.send(SEC + 80 * MS, ACK, b"e" * 1000, seq=(hole + 1000) & MASK)
+    [ack] = peer.take(conn.poll(SEC + 80 * MS))
+    assert conn.counters.dsacks_out == 1
+    assert sack_of(ack)[0] == ((hole + 500) & MASK, (hole + 2000) & MASK)
+
+
 def test_no_dsack_without_sack() -> None:
     conn, peer = established(now=SEC, sack=False)
     first = peer.send(SEC, ACK, b"a" * 500)
