@@ -108,7 +108,8 @@ class Wire:
         self._clock = clock
         self.rate_bps = rate_bps
         self.latency_ns = latency_ns
-        self.faults = faults
+        self._fault_config = faults
+        self._perfect = faults.perfect
         self.seed = seed
         self.queue_limit = queue_limit
         self.tx_threshold = max(1, queue_limit - TX_HEADROOM)
@@ -120,10 +121,16 @@ class Wire:
         self._queue: list[_Pending] = []
         self._seq = 0
 
+    @property
+    def faults(self) -> FaultConfig:
+        """What goes wrong on this wire (change it with :meth:`set_faults`)."""
+        return self._fault_config
+
     def set_faults(self, faults: FaultConfig) -> None:
         """From now on, frames meet ``faults`` (both directions); each direction's random
         stream goes on where it was, so a run stays reproducible from its seed."""
-        self.faults = faults
+        self._fault_config = faults
+        self._perfect = faults.perfect  # read per frame: kept beside the config it derives from
         for port in (self.a, self.b):
             port._faults.faults = faults
 
@@ -167,7 +174,7 @@ class Wire:
         counters.sent += 1
         counters.bytes_sent += len(frame)
         # nothing can fire on a perfect wire: no numbers to draw
-        draws = None if self.faults.perfect else port._faults.draw()
+        draws = None if self._perfect else port._faults.draw()
         if port._in_flight >= self.queue_limit:
             counters.queue_drops += 1
             return
